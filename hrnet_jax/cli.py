@@ -1,0 +1,38 @@
+"""Shared entry-point plumbing for launch/: quiet logs and clear errors instead of tracebacks."""
+
+from __future__ import annotations
+
+import pickle
+import sys
+from typing import Callable
+
+from absl import app, logging
+
+from hrnet_jax import torch_pickle, weights
+
+# Errors that describe bad input (a file, key or value); shown as one message, no traceback.
+USER_ERRORS = (FileNotFoundError, FileExistsError, KeyError, ValueError, pickle.UnpicklingError,
+               torch_pickle.UnsafeCheckpointError, weights.CheckpointMismatchError)
+
+
+def run(main: Callable[[list[str]], int | None]) -> None:
+  """``absl.app.run(main)``, printing user errors as ``error: ...`` with exit status 1."""
+
+  def wrapped(argv: list[str]) -> int | None:
+    logging.set_verbosity(logging.WARNING)  # orbax logs every file at INFO
+    try:
+      return main(argv)
+    except USER_ERRORS as e:
+      message = e.args[0] if isinstance(e, KeyError) and e.args else e
+      print(f'error: {message}', file=sys.stderr)
+      return 1
+
+  try:
+    app.run(wrapped)
+  except AttributeError as e:  # ml_collections: --config.KEY for a key that does not exist
+    cause: BaseException = e
+    while cause.args and isinstance(cause.args[0], BaseException):
+      cause = cause.args[0]
+    text = str(cause.args[0] if cause.args else cause).replace('\n', '; ')
+    print(f'error: a --config key in the command line does not exist: {text}', file=sys.stderr)
+    sys.exit(2)

@@ -1,0 +1,107 @@
+"""PoseHRNet topology: parameter counts and names against the official manifests, BN, dtypes."""
+
+import json
+import os
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import OFFICIAL
+from hrnet_jax import layers, models, weights
+
+
+@pytest.mark.parametrize('width', [32, 48])
+def test_parameter_count_and_names_match_official_manifest(width):
+  with open(os.path.join(OFFICIAL, f'manifest_pose_hrnet_w{width}.json')) as f:
+    manifest = json.load(f)
+  shapes = weights.variable_shapes(models.pose_hrnet_config(width))
+  num_params = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(shapes['params']))
+  assert num_params == manifest['num_params'] == {32: 28_536_113, 48: 63_595_745}[width]
+
+  official = {k: tuple(s) for k, s in manifest['keys'] if not k.endswith('num_batches_tracked')}
+  mapping = weights.key_map(shapes)
+  # Every official key maps to exactly one variable and back, with the official shape.
+  assert set(mapping) == set(official)
+  assert len({(c, p) for c, p, _ in mapping.values()}) == len(mapping)
+  for key, (_, _, shape) in mapping.items():
+    assert weights._to_torch_layout(np.empty(shape)).shape == official[key], key
+  # The only official keys without a variable are the BN step counters.
+  counters = [k for k, _ in manifest['keys'] if k.endswith('num_batches_tracked')]
+  assert {k.rsplit('.', 1)[0] for k in counters} == weights._bn_prefixes(official)
+
+
+def test_output_shape_and_input_validation(small_model_config):
+  model = models.PoseHRNet(small_model_config)
+  x = jnp.zeros((3, 64, 96, 3))
+  variables = model.init(jax.random.key(0), x)
+  assert model.apply(variables, x).shape == (3, 16, 24, 17)
+  with pytest.raises(ValueError, match='divisible by 32'):
+    model.apply(variables, jnp.zeros((1, 70, 96, 3)))
+
+
+def test_final_kernel_and_joints_come_from_config():
+  config = models.pose_hrnet_config(4, num_blocks=2, num_modules=(1, 2, 1), num_joints=5,
+                                    final_conv_kernel=3)
+  shapes = weights.variable_shapes(config)
+  assert shapes['params']['final_layer']['kernel'].shape == (3, 3, 4, 5)
+  assert 'branches_0_1' in shapes['params']['stage3_1']  # 2 blocks, 2 modules in stage 3
+  assert 'stage3_2' not in shapes['params']
+  with pytest.raises(ValueError, match='final_conv_kernel'):
+    models.pose_hrnet_config(4, final_conv_kernel=5)
+
+
+def test_batchnorm_momentum_and_epsilon_are_official(small_model_config):
+  """Running stats move 10% toward the batch (torch momentum 0.1); eps is 1e-5."""
+  model = models.PoseHRNet(small_model_config)
+  x = jax.random.normal(jax.random.key(1), (4, 64, 64, 3))
+  variables = model.init(jax.random.key(0), x)
+  _, updates = model.apply(variables, x, train=True, mutable=['batch_stats'])
+  # bn1 sees conv1's output; recompute it by hand.
+  kernel = variables['params']['conv1']['kernel']
+  y = jax.lax.conv_general_dilated(x, kernel, (2, 2), ((1, 1), (1, 1)),
+                                   dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  batch_mean = np.asarray(y.mean(axis=(0, 1, 2)))
+  batch_var = np.asarray(y.var(axis=(0, 1, 2)))
+  new = updates['batch_stats']['bn1']
+  np.testing.assert_allclose(new['mean'], 0.1 * batch_mean, rtol=1e-4, atol=1e-9)
+  np.testing.assert_allclose(new['var'], 0.9 + 0.1 * batch_var, rtol=1e-4)
+  assert layers.batch_norm(False, dtype=jnp.float32, name='bn').epsilon == 1e-5
+  assert layers.batch_norm(False, dtype=jnp.float32, name='bn').momentum == 0.9
+
+
+def test_bfloat16_compute_keeps_float32_params(small_model_config):
+  config = small_model_config.copy_and_resolve_references()
+  config.dtype = 'bfloat16'
+  x = jax.random.normal(jax.random.key(1), (2, 64, 64, 3))
+  v32 = models.PoseHRNet(small_model_config).init(jax.random.key(0), x)
+  v16 = models.PoseHRNet(config).init(jax.random.key(0), x)
+  assert all(a.dtype == jnp.float32 for a in jax.tree_util.tree_leaves(v16))
+  out32 = models.PoseHRNet(small_model_config).apply(v32, x)
+  out16 = models.PoseHRNet(config).apply(v32, x)
+  assert out16.dtype == jnp.float32
+  # bf16 has an 8-bit mantissa: agree to a few percent of the output range, not exactly.
+  scale = float(jnp.abs(out32).max())
+  assert 0 < float(jnp.abs(out16 - out32).max()) < 0.05 * scale
+  config.dtype = 'float64'
+  with pytest.raises(ValueError, match='model.dtype'):
+    models.PoseHRNet(config).init(jax.random.key(0), x)
+
+
+def test_create_model_rejects_unknown_name(small_model_config):
+  config = small_model_config.copy_and_resolve_references()
+  config.name = 'pose_resnet'
+  with pytest.raises(ValueError, match='pose_resnet'):
+    models.create_model(config)
+
+
+def test_variable_tree_is_flat_like_the_official_state_dict(small_model_config):
+  shapes = weights.variable_shapes(small_model_config)
+  top = set(shapes['params'])
+  assert {'conv1', 'bn1', 'conv2', 'bn2', 'layer1_0', 'transition1_0', 'stage2_0',
+          'final_layer'} <= top
+  flat = flax.traverse_util.flatten_dict(shapes['params'])
+  assert ('stage4_0', 'fuse_layers_0_3', '0', 'kernel') in flat
+  assert ('stage4_0', 'fuse_layers_3_0', '2_0', 'kernel') not in flat  # last module: 1 output
