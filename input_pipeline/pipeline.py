@@ -1,0 +1,255 @@
+"""tf.data pipelines for top-down training and evaluation.
+
+Training is a pure function of (seed, global step): global sample position p = step x B + i
+holds instance perm_e[p mod N] of epoch e = p // N (a seeded permutation per epoch), and its
+augmentation draws come from the stateless seed (seed, p). A pipeline started at step s yields
+batches s, s+1, ... of an uninterrupted run without reading the earlier ones, and process k of
+P reads only rows [k B/P, (k+1) B/P) of every global batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterator, Sequence
+
+import ml_collections
+import numpy as np
+import tensorflow as tf
+
+from hrnet_jax import keypoints as kp
+from input_pipeline import transforms
+from input_pipeline.coco import Instances
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+class DataError(RuntimeError):
+  """An image could not be read or decoded; the message names the file."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleSpec:
+  """What the top-down transforms need from a config."""
+  image_size: tuple[int, int]  # (width, height)
+  heatmap_size: tuple[int, int]
+  sigma: float
+  flip_pairs: tuple[tuple[int, int], ...]
+  upper_body_ids: tuple[int, ...]
+  scale_factor: float = 0.35
+  rotation_factor: float = 45.0
+  rotation_prob: float = 0.6
+  flip: bool = True
+  half_body_prob: float = 0.3
+  num_joints_half_body: int = 8
+
+  @classmethod
+  def from_config(cls, config: ml_collections.ConfigDict) -> 'SampleSpec':
+    """Reads config.dataset and config.augment (COCO joints)."""
+    d, a = config.dataset, config.augment
+    return cls(tuple(d.image_size), tuple(d.heatmap_size), float(d.sigma), kp.COCO_FLIP_PAIRS,
+               kp.COCO_UPPER_BODY_IDS, a.scale_factor, a.rotation_factor, a.rotation_prob,
+               a.flip, a.half_body_prob, a.num_joints_half_body)
+
+  @property
+  def aspect_ratio(self) -> float:
+    return self.image_size[0] / self.image_size[1]
+
+
+def _decode(path: tf.Tensor) -> tf.Tensor:
+  return tf.io.decode_jpeg(tf.io.read_file(path), channels=3)  # RGB, EXIF ignored like cv2
+
+
+def augment_params(keypoints, center, scale, seed, spec: SampleSpec):
+  """The official random draws, in order: half body, scale, rotation, flip."""
+  u = tf.random.stateless_uniform([4], seed=seed, dtype=tf.float64, alg='philox')
+  n = tf.random.stateless_normal([3], seed=seed + tf.constant([0, 1 << 40], tf.int64),
+                                 dtype=tf.float64, alg='philox')
+  center, scale = tf.cast(center, tf.float64), tf.cast(scale, tf.float64)
+  num_visible = tf.reduce_sum(tf.cast(keypoints[:, 2] > 0, tf.int32))
+  hb_center, hb_scale, ok = transforms.half_body_center_scale(
+      keypoints, spec.upper_body_ids, spec.aspect_ratio, n[0])
+  use_half = (num_visible > spec.num_joints_half_body) & (u[0] < spec.half_body_prob) & ok
+  center = tf.where(use_half, hb_center, center)
+  scale = tf.where(use_half, hb_scale, scale)
+  sf, rf = spec.scale_factor, spec.rotation_factor
+  scale = scale * tf.clip_by_value(n[1] * sf + 1.0, 1.0 - sf, 1.0 + sf)
+  rotation = tf.where(u[1] <= spec.rotation_prob, tf.clip_by_value(n[2] * rf, -2 * rf, 2 * rf),
+                      tf.constant(0.0, tf.float64))
+  flip = (u[2] <= 0.5) & spec.flip
+  return center, scale, rotation, flip
+
+
+def _epoch_permutation(seed: int, epoch: tf.Tensor, n: int) -> tf.Tensor:
+  keys = tf.random.stateless_uniform([n], seed=tf.stack([tf.cast(seed, tf.int64), epoch]),
+                                     minval=None, maxval=None, dtype=tf.int64, alg='philox')
+  return tf.argsort(keys, stable=True)
+
+
+def _share(global_batch: int, process_index: int, process_count: int) -> tuple[int, int]:
+  if global_batch % process_count:
+    raise ValueError(f'global batch {global_batch} does not split over {process_count} processes')
+  local = global_batch // process_count
+  return local, process_index * local
+
+
+def sample_positions(num_instances: int, global_batch: int, *, seed: int, start_step: int,
+                     process_index: int = 0, process_count: int = 1) -> tf.data.Dataset:
+  """(position, instance index) pairs of this process's rows, from ``start_step`` on, forever."""
+  if num_instances <= 0:
+    raise ValueError('the dataset has no instances')
+  local, offset = _share(global_batch, process_index, process_count)
+  n, b = num_instances, global_batch
+  first = start_step * b
+  start_epoch = first // n
+
+  def epoch_rows(epoch):
+    positions = tf.range(tf.maximum(epoch * n, first), (epoch + 1) * n, dtype=tf.int64)
+    row = positions % b
+    positions = tf.boolean_mask(positions, (row >= offset) & (row < offset + local))
+    index = tf.gather(_epoch_permutation(seed, epoch, n), positions - epoch * n)
+    return tf.data.Dataset.from_tensor_slices((positions, tf.cast(index, tf.int64)))
+
+  return tf.data.Dataset.range(start_epoch, np.iinfo(np.int64).max).flat_map(epoch_rows)
+
+
+def _instance_tensors(instances: Instances) -> dict[str, tf.Tensor]:
+  return {'path': tf.constant(instances.image_paths.astype(str)),
+          'center': tf.constant(instances.centers, tf.float64),
+          'scale': tf.constant(instances.scales, tf.float64),
+          'keypoints': tf.constant(instances.keypoints, tf.float64)}
+
+
+def train_dataset(instances: Instances, spec: SampleSpec, global_batch: int, *, seed: int,
+                  start_step: int = 0, process_index: int = 0, process_count: int = 1,
+                  skip_bad_images: bool = False) -> tf.data.Dataset:
+  """Batches of this process's share: image (normalised), heatmaps, target_weight, position."""
+  table = _instance_tensors(instances)
+  local, _ = _share(global_batch, process_index, process_count)
+
+  def make_sample(position, index):
+    keypoints = tf.gather(table['keypoints'], index)
+    center, scale, rotation, flip = augment_params(
+        keypoints, tf.gather(table['center'], index), tf.gather(table['scale'], index),
+        tf.stack([tf.constant(seed, tf.int64), position]), spec)
+    sample = transforms.warp_and_target(
+        _decode(tf.gather(table['path'], index)), keypoints, center, scale, rotation, flip,
+        image_size=spec.image_size, heatmap_size=spec.heatmap_size, sigma=spec.sigma,
+        flip_pairs=spec.flip_pairs)
+    return {'image': transforms.normalize(sample['image']), 'heatmaps': sample['heatmaps'],
+            'target_weight': sample['target_weight'], 'position': position, 'index': index}
+
+  ds = sample_positions(len(instances), global_batch, seed=seed, start_step=start_step,
+                        process_index=process_index, process_count=process_count)
+  ds = ds.map(make_sample, num_parallel_calls=AUTOTUNE, deterministic=True)
+  if skip_bad_images:
+    ds = ds.ignore_errors()
+  options = tf.data.Options()
+  options.deterministic = True
+  return ds.batch(local, drop_remainder=True).with_options(options).prefetch(AUTOTUNE)
+
+
+def eval_dataset(instances: Instances, spec: SampleSpec, global_batch: int, *,
+                 process_index: int = 0, process_count: int = 1) -> tf.data.Dataset:
+  """Every instance once, warped without augmentation; the last batch padded and masked.
+
+  Batches carry image (normalised), center, scale, score, image_id, area, index and mask
+  (1 for real rows). Flip test flips ``image`` along width on the device, as the official
+  code flips the warped input.
+  """
+  local, offset = _share(global_batch, process_index, process_count)
+  n = len(instances)
+  padded = -(-n // global_batch) * global_batch if n else 0
+  rows = np.arange(padded)
+  mine = rows[(rows % global_batch >= offset) & (rows % global_batch < offset + local)]
+  table = _instance_tensors(instances)
+  extras = {'score': tf.constant(instances.scores, tf.float32),
+            'image_id': tf.constant(instances.image_ids, tf.int64),
+            'area': tf.constant(instances.areas, tf.float32)}
+
+  def make_sample(row):
+    index = tf.minimum(row, n - 1)
+    center, scale = tf.gather(table['center'], index), tf.gather(table['scale'], index)
+    matrix = transforms.affine_matrix(center, scale, 0.0, spec.image_size)
+    image = transforms.warp_image(_decode(tf.gather(table['path'], index)), matrix,
+                                  spec.image_size)
+    out = {'image': transforms.normalize(image), 'center': tf.cast(center, tf.float32),
+           'scale': tf.cast(scale, tf.float32), 'index': index,
+           'mask': tf.cast(row < n, tf.float32)}
+    out.update({k: tf.gather(v, index) for k, v in extras.items()})
+    return out
+
+  ds = tf.data.Dataset.from_tensor_slices(tf.constant(mine, tf.int64))
+  ds = ds.map(make_sample, num_parallel_calls=AUTOTUNE, deterministic=True)
+  return ds.batch(local, drop_remainder=True).prefetch(AUTOTUNE)
+
+
+def find_bad_images(paths: Sequence[str]) -> list[tuple[str, str]]:
+  """(path, reason) for each file that cannot be read or decoded as a JPEG."""
+  bad = []
+  for path in dict.fromkeys(str(p) for p in paths):
+    try:
+      _decode(tf.constant(path)).numpy()
+    except (tf.errors.OpError, ValueError) as e:
+      bad.append((path, e.message.splitlines()[0] if hasattr(e, 'message') else str(e)))
+  return bad
+
+
+class TrainIterator:
+  """numpy batches of ``train_dataset`` with the global step, and clear errors on bad files.
+
+  On a decode or read failure it finds the offending files of that step (the stream is a
+  pure function of the step, so they are known) and raises ``DataError`` naming them. With
+  ``skip_bad_images`` the bad samples are dropped and counted in ``skipped``.
+  """
+
+  def __init__(self, instances: Instances, spec: SampleSpec, global_batch: int, *, seed: int,
+               start_step: int = 0, process_index: int = 0, process_count: int = 1,
+               skip_bad_images: bool = False):
+    self.instances, self.global_batch, self.seed = instances, global_batch, seed
+    self.step, self.skip_bad_images, self.skipped = start_step, skip_bad_images, 0
+    self._share = (process_index, process_count)
+    self._start_position, self._delivered = start_step * global_batch, 0
+    self._iterator = iter(train_dataset(
+        instances, spec, global_batch, seed=seed, start_step=start_step,
+        process_index=process_index, process_count=process_count,
+        skip_bad_images=skip_bad_images).as_numpy_iterator())
+
+  def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    try:
+      batch = next(self._iterator)
+    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError,
+            tf.errors.DataLossError) as e:
+      raise self._diagnose(e) from None
+    self._delivered += len(batch['position'])
+    if self.skip_bad_images:
+      self.skipped = self._share_positions_through(int(batch['position'][-1])) - self._delivered
+    self.step += 1
+    return batch
+
+  def _share_positions_through(self, last: int) -> int:
+    """How many of this process's positions lie in [start, last]."""
+    local, offset = _share(self.global_batch, *self._share)
+    def upto(p):  # positions q in [0, p) with q % B in [offset, offset + local)
+      full, rest = divmod(p, self.global_batch)
+      return full * local + min(max(rest - offset, 0), local)
+    return upto(last + 1) - upto(self._start_position)
+
+  def step_indices(self, step: int) -> np.ndarray:
+    """The instance indices of this process's rows of ``step``."""
+    ds = sample_positions(len(self.instances), self.global_batch, seed=self.seed,
+                          start_step=step, process_index=self._share[0],
+                          process_count=self._share[1])
+    local = self.global_batch // self._share[1]
+    return np.array([int(i) for _, i in ds.take(local).as_numpy_iterator()])
+
+  def _diagnose(self, error: Exception) -> Exception:
+    paths = self.instances.image_paths[self.step_indices(self.step)]
+    bad = find_bad_images(paths)
+    if not bad:
+      return DataError(f'the input pipeline failed at step {self.step}: {error}')
+    listing = '; '.join(f'{p}: {reason}' for p, reason in bad)
+    return DataError(f'unreadable image(s) at step {self.step}: {listing} (set '
+                     f'config.dataset.skip_bad_images=True to skip and count them)')

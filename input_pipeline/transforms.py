@@ -1,0 +1,205 @@
+"""Top-down sample transforms as TF ops: affine warps, flips, half body, heatmap targets.
+
+Each function follows one function of the official ``JointsDataset``/``transforms.py`` and
+works eagerly and inside ``tf.data`` (no Python per-sample code). Sizes are (width, height)
+as in the official configs; images are HWC; keypoints are (K, 3) rows of x, y, visibility.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import tensorflow as tf
+
+PIXEL_STD = 200.0
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _f64(x) -> tf.Tensor:
+  return tf.cast(tf.convert_to_tensor(x), tf.float64)
+
+
+def affine_matrix(center, scale, rotation, output_size: Sequence[int],
+                  inverse: bool = False, pixel_std: float = PIXEL_STD) -> tf.Tensor:
+  """The official ``get_affine_transform`` as a (2, 3) float64 matrix (image -> output).
+
+  Rotation in degrees; only ``scale[0]`` (the box width / pixel_std) sets the zoom, as in
+  the official code. ``inverse`` gives the output -> image matrix.
+  """
+  center, scale = _f64(center), _f64(scale)
+  out_w, out_h = float(output_size[0]), float(output_size[1])
+  angle = _f64(rotation) * (math.pi / 180.0)
+  zoom = out_w / (scale[0] * pixel_std)
+  cos, sin = tf.cos(angle), tf.sin(angle)
+  out_center = tf.constant([out_w * 0.5, out_h * 0.5], tf.float64)
+  if inverse:
+    linear = tf.stack([tf.stack([cos, -sin]), tf.stack([sin, cos])]) / zoom
+    offset = center - tf.linalg.matvec(linear, out_center)
+  else:
+    linear = zoom * tf.stack([tf.stack([cos, sin]), tf.stack([-sin, cos])])
+    offset = out_center - tf.linalg.matvec(linear, center)
+  return tf.concat([linear, offset[:, None]], axis=1)
+
+
+def apply_affine(points, matrix) -> tf.Tensor:
+  """Maps (..., 2) points through a (2, 3) affine matrix (float64)."""
+  points, matrix = _f64(points), _f64(matrix)
+  return tf.linalg.matvec(matrix[:, :2], points) + matrix[:, 2]
+
+
+def _compose(outer, inner) -> tf.Tensor:
+  """outer o inner for (2, 3) affine matrices."""
+  bottom = tf.constant([[0.0, 0.0, 1.0]], tf.float64)
+  full = tf.matmul(tf.concat([outer, bottom], 0), tf.concat([inner, bottom], 0))
+  return full[:2]
+
+
+def warp_image(image, matrix, output_size: Sequence[int]) -> tf.Tensor:
+  """``cv2.warpAffine(image, matrix, output_size, flags=INTER_LINEAR)``, zero border, float32.
+
+  Rounded to whole grey levels like cv2's uint8 output (then equal to it to within 0.001
+  grey levels on average, on noise images too).
+
+  ``matrix`` maps image to output pixels; pixel centres sit at integer coordinates, and a
+  sample whose neighbours fall outside the image blends with 0, as cv2's constant border.
+  """
+  image = tf.convert_to_tensor(image)
+  bottom = tf.constant([[0.0, 0.0, 1.0]], tf.float64)
+  inverse = tf.linalg.inv(tf.concat([_f64(matrix), bottom], 0))
+  transform = tf.concat([tf.reshape(inverse[:2], [6]), tf.zeros([2], tf.float64)], 0)
+  warped = tf.raw_ops.ImageProjectiveTransformV3(
+      images=tf.cast(image, tf.float32)[None],
+      transforms=tf.cast(transform, tf.float32)[None],
+      output_shape=tf.constant([output_size[1], output_size[0]], tf.int32),
+      fill_value=tf.constant(0.0, tf.float32), interpolation='BILINEAR', fill_mode='CONSTANT')
+  return tf.round(warped[0])  # cv2 writes uint8: rounding makes the output match it
+
+
+def flip_permutation(num_joints: int, flip_pairs) -> tf.Tensor:
+  """perm[k] = the joint that k becomes under a horizontal flip."""
+  perm = list(range(num_joints))
+  for a, b in flip_pairs:
+    perm[a], perm[b] = b, a
+  return tf.constant(perm, tf.int32)
+
+
+def gaussian_targets(keypoints, *, image_size: Sequence[int], heatmap_size: Sequence[int],
+                     sigma: float) -> tuple[tf.Tensor, tf.Tensor]:
+  """The official ``generate_target`` (gaussian): (h, w, K) heatmaps and (K,) weights.
+
+  Each visible joint gets exp(-d^2 / 2 sigma^2) on a (6 sigma + 1)-pixel square around its
+  rounded heatmap position (the official int(x / stride + 0.5)); a joint whose square lies
+  wholly outside the heatmap gets weight 0.
+  """
+  keypoints = _f64(keypoints)
+  hm_w, hm_h = int(heatmap_size[0]), int(heatmap_size[1])
+  stride = tf.constant([image_size[0] / hm_w, image_size[1] / hm_h], tf.float64)
+  tmp_size = sigma * 3.0
+  size = 2 * tmp_size + 1
+  center = float(size // 2)  # the official x0 = y0 = size // 2
+  weight = tf.cast(keypoints[:, 2] > 0, tf.float32)
+  mu = tf.cast(tf.cast(keypoints[:, :2] / stride + 0.5, tf.int64), tf.float64)  # trunc to 0
+  upper_left = tf.cast(tf.cast(mu - tmp_size, tf.int64), tf.float64)
+  bottom_right = tf.cast(tf.cast(mu + tmp_size + 1, tf.int64), tf.float64)
+  outside = ((upper_left[:, 0] >= hm_w) | (upper_left[:, 1] >= hm_h) |
+             (bottom_right[:, 0] < 0) | (bottom_right[:, 1] < 0))
+  weight = tf.where(outside, 0.0, weight)
+
+  xs = tf.range(hm_w, dtype=tf.float64)[None, :]  # (1, w)
+  ys = tf.range(hm_h, dtype=tf.float64)[None, :]  # (1, h)
+  in_x = (xs >= upper_left[:, :1]) & (xs < bottom_right[:, :1])  # (K, w)
+  in_y = (ys >= upper_left[:, 1:]) & (ys < bottom_right[:, 1:])  # (K, h)
+  # Offsets inside the official float32 kernel g, as float32 like the official arange.
+  dx = tf.cast(xs - upper_left[:, :1], tf.float32) - center
+  dy = tf.cast(ys - upper_left[:, 1:], tf.float32) - center
+  d2 = dy[:, :, None] ** 2 + dx[:, None, :] ** 2  # (K, h, w)
+  g = tf.exp(-d2 / tf.constant(2 * sigma**2, tf.float32))
+  mask = in_y[:, :, None] & in_x[:, None, :] & (weight > 0.5)[:, None, None]
+  heatmaps = tf.where(mask, g, 0.0)
+  return tf.transpose(heatmaps, [1, 2, 0]), weight
+
+
+def warp_and_target(image, keypoints, center, scale, rotation, flip, *,
+                    image_size: Sequence[int], heatmap_size: Sequence[int], sigma: float,
+                    flip_pairs) -> dict[str, tf.Tensor]:
+  """One training sample as the official pipeline makes it, after the random draws.
+
+  image (H, W, 3); keypoints (K, 3) in the original image (visibility > 0 means labelled);
+  center, scale (2,) of the box; rotation in degrees; flip a bool. Returns ``image``
+  (h, w, 3) float32 in 0..255 (not normalised), ``keypoints`` (K, 3) transformed with 0/1
+  visibility, ``heatmaps`` (h/4, w/4, K) and ``target_weight`` (K, 1).
+  """
+  image = tf.convert_to_tensor(image)
+  keypoints = _f64(keypoints)
+  num_joints = keypoints.shape[0]
+  width = tf.cast(tf.shape(image)[1], tf.float64)
+  flip = tf.cast(flip, tf.bool)
+  visible = tf.cast(keypoints[:, 2] > 0, tf.float64)  # official: vis = min(v, 1)
+  xy = keypoints[:, :2]
+
+  # Official: flip the image, mirror x, swap left/right, zero the unlabelled, mirror center.
+  perm = flip_permutation(num_joints, flip_pairs)
+  mirrored = tf.stack([width - xy[:, 0] - 1.0, xy[:, 1]], axis=1)
+  flipped_vis = tf.gather(visible, perm)
+  flipped_xy = tf.gather(mirrored, perm) * flipped_vis[:, None]
+  xy = tf.where(flip, flipped_xy, xy)
+  visible = tf.where(flip, flipped_vis, visible)
+  center = _f64(center)
+  center = tf.where(flip, tf.stack([width - center[0] - 1.0, center[1]]), center)
+
+  matrix = affine_matrix(center, scale, rotation, image_size)
+  # Warping the flipped image == warping the original through matrix o mirror (exact).
+  mirror = tf.stack([tf.stack([-1.0, 0.0, width - 1.0]),
+                     tf.constant([0.0, 1.0, 0.0], tf.float64)])
+  sampling = tf.cond(flip, lambda: _compose(matrix, mirror), lambda: matrix)
+  warped = warp_image(image, sampling, image_size)
+
+  xy = tf.where(visible[:, None] > 0, apply_affine(xy, matrix), xy)
+  out_keypoints = tf.concat([xy, visible[:, None]], axis=1)
+  heatmaps, weight = gaussian_targets(out_keypoints, image_size=image_size,
+                                      heatmap_size=heatmap_size, sigma=sigma)
+  return {'image': warped, 'keypoints': tf.cast(out_keypoints, tf.float32),
+          'heatmaps': heatmaps, 'target_weight': weight[:, None], 'matrix': matrix}
+
+
+def half_body_center_scale(keypoints, upper_body_ids: Sequence[int], aspect_ratio: float,
+                           choose_upper_draw, pixel_std: float = PIXEL_STD):
+  """The official ``half_body_transform``: (center, scale, ok) of the upper or lower body.
+
+  ``choose_upper_draw`` is the official ``np.random.randn()`` compared with 0.5.
+  ``ok`` is False where fewer than two joints are selected (the official ``None``).
+  """
+  keypoints = _f64(keypoints)
+  num_joints = keypoints.shape[0]
+  is_upper = tf.reduce_any(tf.range(num_joints)[:, None] == tf.constant(
+      list(upper_body_ids), tf.int32)[None, :], axis=1)
+  visible = keypoints[:, 2] > 0
+  upper, lower = visible & is_upper, visible & ~is_upper
+  n_upper = tf.reduce_sum(tf.cast(upper, tf.int32))
+  n_lower = tf.reduce_sum(tf.cast(lower, tf.int32))
+  use_upper = (_f64(choose_upper_draw) < 0.5) & (n_upper > 2)
+  selected = tf.where(use_upper, upper, tf.where(n_lower > 2, lower, upper))
+  count = tf.reduce_sum(tf.cast(selected, tf.float64))
+  ok = count >= 2
+  # float32 like the official np.array(selected_joints, dtype=np.float32).
+  xy = tf.cast(tf.cast(keypoints[:, :2], tf.float32), tf.float64)
+  big = tf.constant(1e30, tf.float64)
+  sel = selected[:, None]
+  center = tf.reduce_sum(tf.where(sel, xy, 0.0), 0) / tf.maximum(count, 1.0)
+  left_top = tf.reduce_min(tf.where(sel, xy, big), 0)
+  right_bottom = tf.reduce_max(tf.where(sel, xy, -big), 0)
+  w = right_bottom[0] - left_top[0]
+  h = right_bottom[1] - left_top[1]
+  w2 = tf.where(w < aspect_ratio * h, h * aspect_ratio, w)
+  h2 = tf.where(w > aspect_ratio * h, w / aspect_ratio, h)
+  scale = tf.stack([w2, h2]) / pixel_std * 1.5
+  return center, scale, ok
+
+
+def normalize(image) -> tf.Tensor:
+  """RGB 0..255 to ImageNet-normalised float32 (the official ToTensor + Normalize)."""
+  mean = tf.constant(IMAGENET_MEAN, tf.float32) * 255.0
+  std = tf.constant(IMAGENET_STD, tf.float32) * 255.0
+  return (tf.cast(image, tf.float32) - mean) / std
