@@ -30,6 +30,7 @@ def topdown_config(*, width: int, image_size: tuple[int, int], sigma: float,
       'pixel_std': 200.0,
       'box_padding': 1.25,
       'color_rgb': True,
+      'skip_bad_images': False,  # True: drop unreadable JPEGs and count them
   })
   config.augment = ml_collections.ConfigDict({
       'scale_factor': 0.35,

@@ -131,8 +131,8 @@ def train_dataset(instances: Instances, spec: SampleSpec, global_batch: int, *, 
     center, scale, rotation, flip = augment_params(
         keypoints, tf.gather(table['center'], index), tf.gather(table['scale'], index),
         tf.stack([tf.constant(seed, tf.int64), position]), spec)
-    sample = transforms.warp_and_target(
-        _decode(tf.gather(table['path'], index)), keypoints, center, scale, rotation, flip,
+    sample = transforms.jpeg_warp_and_target(
+        tf.io.read_file(tf.gather(table['path'], index)), keypoints, center, scale, rotation, flip,
         image_size=spec.image_size, heatmap_size=spec.heatmap_size, sigma=spec.sigma,
         flip_pairs=spec.flip_pairs)
     return {'image': transforms.normalize(sample['image']), 'heatmaps': sample['heatmaps'],
@@ -170,8 +170,8 @@ def eval_dataset(instances: Instances, spec: SampleSpec, global_batch: int, *,
     index = tf.minimum(row, n - 1)
     center, scale = tf.gather(table['center'], index), tf.gather(table['scale'], index)
     matrix = transforms.affine_matrix(center, scale, 0.0, spec.image_size)
-    image = transforms.warp_image(_decode(tf.gather(table['path'], index)), matrix,
-                                  spec.image_size)
+    image = transforms.warp_jpeg(tf.io.read_file(tf.gather(table['path'], index)), matrix,
+                                 spec.image_size)
     out = {'image': transforms.normalize(image), 'center': tf.cast(center, tf.float32),
            'scale': tf.cast(scale, tf.float32), 'index': index,
            'mask': tf.cast(row < n, tf.float32)}

@@ -112,9 +112,10 @@ def draw_person(image: np.ndarray, labels: np.ndarray, label: int, points: np.nd
   labels[layer > 0] = label
 
 
-def make_image(rng: np.random.Generator, image_id: int) -> tuple[np.ndarray, list[dict]]:
-  """One image (BGR uint8) and its COCO person annotations (without ids)."""
-  height, width = int(rng.integers(192, 321)), int(rng.integers(192, 321))
+def make_image(rng: np.random.Generator, image_id: int,
+               size_range: tuple[int, int] = (192, 320)) -> tuple[np.ndarray, list[dict]]:
+  """One image (BGR uint8, sides in ``size_range``) and its COCO person annotations."""
+  height, width = (int(v) for v in rng.integers(size_range[0], size_range[1] + 1, 2))
   image = random_background(rng, height, width)
   labels = np.full((height, width), -1, np.int32)
   people = []
@@ -174,7 +175,8 @@ def categories() -> list[dict]:
            'skeleton': [[a + 1, b + 1] for a, b in kp.COCO_SKELETON]}]
 
 
-def write_split(root: str, split: str, num_images: int, seed: int, first_id: int = 1) -> str:
+def write_split(root: str, split: str, num_images: int, seed: int, first_id: int = 1,
+                size_range: tuple[int, int] = (192, 320)) -> str:
   """Writes one split's JPEGs and annotation file; returns the annotation path."""
   rng = np.random.default_rng(seed)
   os.makedirs(os.path.join(root, split), exist_ok=True)
@@ -182,7 +184,7 @@ def write_split(root: str, split: str, num_images: int, seed: int, first_id: int
   images, annotations = [], []
   for i in range(num_images):
     image_id = first_id + i
-    image, anns = make_image(rng, image_id)
+    image, anns = make_image(rng, image_id, size_range)
     file_name = f'{image_id:012d}.jpg'
     if not cv2.imwrite(os.path.join(root, split, file_name), image,
                        [cv2.IMWRITE_JPEG_QUALITY, 92]):
@@ -200,7 +202,9 @@ def write_split(root: str, split: str, num_images: int, seed: int, first_id: int
   return path
 
 
-def write_dataset(root: str, num_train: int, num_val: int, seed: int = 0) -> None:
+def write_dataset(root: str, num_train: int, num_val: int, seed: int = 0,
+                  size_range: tuple[int, int] = (192, 320)) -> None:
   """Writes the train and val splits under ``root`` (image ids do not overlap)."""
-  write_split(root, 'train', num_train, seed=seed * 2 + 1, first_id=1)
-  write_split(root, 'val', num_val, seed=seed * 2 + 2, first_id=1_000_000)
+  write_split(root, 'train', num_train, seed=seed * 2 + 1, first_id=1, size_range=size_range)
+  write_split(root, 'val', num_val, seed=seed * 2 + 2, first_id=1_000_000,
+              size_range=size_range)

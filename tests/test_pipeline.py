@@ -200,3 +200,14 @@ def test_make_synthetic_cli(tmp_path):
   assert len(os.listdir(out / 'train')) == 3 and len(os.listdir(out / 'val')) == 2
   again = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
   assert again.returncode == 1 and 'refusing to overwrite' in again.stderr
+
+
+def test_sample_spec_reads_the_recipe():
+  from hrnet_jax import config_lib
+  config = config_lib.topdown_config(width=32, image_size=(192, 256), sigma=2, batch_size=128,
+                                     test_batch_size=128)
+  spec = pipeline.SampleSpec.from_config(config)
+  assert spec.image_size == (192, 256) and spec.heatmap_size == (48, 64) and spec.sigma == 2
+  assert (spec.scale_factor, spec.rotation_factor, spec.rotation_prob) == (0.35, 45.0, 0.6)
+  assert (spec.half_body_prob, spec.num_joints_half_body) == (0.3, 8)
+  assert spec.aspect_ratio == 0.75 and spec.flip_pairs == kp.COCO_FLIP_PAIRS

@@ -124,3 +124,24 @@ def test_transforms_run_inside_tf_data():
           heatmap_size=(16, 24), sigma=2, flip_pairs=kp.COCO_FLIP_PAIRS))
   out = next(iter(ds))
   assert out['heatmaps'].shape == (24, 16, 17) and out['image'].shape == (96, 64, 3)
+
+
+def test_windowed_jpeg_decode_matches_full_decode(tmp_path):
+  """The pipeline decodes only the warp's window; within one grey level of a full decode."""
+  rng = np.random.default_rng(5)
+  image = cv2.GaussianBlur(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8), (0, 0), 2)
+  path = str(tmp_path / 'x.jpg')
+  cv2.imwrite(path, image)
+  contents = tf.io.read_file(path)
+  decoded = tf.io.decode_jpeg(contents, channels=3)
+  keypoints = np.concatenate([rng.uniform(0, 300, (17, 2)), np.ones((17, 1))], axis=1)
+  for center, scale, rotation, flip in [((200, 150), (1.0, 1.33), 30.0, True),
+                                        ((20, 10), (0.3, 0.4), -10.0, False),
+                                        ((-300, 500), (0.5, 0.66), 0.0, False)]:
+    kwargs = dict(image_size=(96, 128), heatmap_size=(24, 32), sigma=2, flip_pairs=kp.COCO_FLIP_PAIRS)
+    full = transforms.warp_and_target(decoded, keypoints, center, scale, rotation, flip, **kwargs)
+    window = transforms.jpeg_warp_and_target(contents, keypoints, center, scale, rotation, flip,
+                                             **kwargs)
+    diff = np.abs(full['image'].numpy() - window['image'].numpy())
+    assert diff.max() <= 1.0 and diff.mean() < 0.01
+    np.testing.assert_array_equal(full['heatmaps'], window['heatmaps'])
