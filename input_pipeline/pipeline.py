@@ -131,12 +131,20 @@ def train_dataset(instances: Instances, spec: SampleSpec, global_batch: int, *, 
     center, scale, rotation, flip = augment_params(
         keypoints, tf.gather(table['center'], index), tf.gather(table['scale'], index),
         tf.stack([tf.constant(seed, tf.int64), position]), spec)
+    contents = tf.io.read_file(tf.gather(table['path'], index))
     sample = transforms.jpeg_warp_and_target(
-        tf.io.read_file(tf.gather(table['path'], index)), keypoints, center, scale, rotation, flip,
-        image_size=spec.image_size, heatmap_size=spec.heatmap_size, sigma=spec.sigma,
-        flip_pairs=spec.flip_pairs)
-    return {'image': transforms.normalize(sample['image']), 'heatmaps': sample['heatmaps'],
-            'target_weight': sample['target_weight'], 'position': position, 'index': index}
+        contents, keypoints, center, scale, rotation, flip, image_size=spec.image_size,
+        heatmap_size=spec.heatmap_size, sigma=spec.sigma, flip_pairs=spec.flip_pairs,
+        with_targets=False)
+    return {'image': sample['image'], 'keypoints': sample['keypoints'], 'position': position,
+            'index': index}
+
+  def finish_batch(batch):  # the small per-sample ops, once per batch
+    heatmaps, weight = transforms.gaussian_targets(
+        batch.pop('keypoints'), image_size=spec.image_size, heatmap_size=spec.heatmap_size,
+        sigma=spec.sigma)
+    return dict(batch, image=transforms.normalize(batch['image']), heatmaps=heatmaps,
+                target_weight=weight[..., None])
 
   ds = sample_positions(len(instances), global_batch, seed=seed, start_step=start_step,
                         process_index=process_index, process_count=process_count)
@@ -145,7 +153,8 @@ def train_dataset(instances: Instances, spec: SampleSpec, global_batch: int, *, 
     ds = ds.ignore_errors()
   options = tf.data.Options()
   options.deterministic = True
-  return ds.batch(local, drop_remainder=True).with_options(options).prefetch(AUTOTUNE)
+  ds = ds.batch(local, drop_remainder=True).map(finish_batch, num_parallel_calls=AUTOTUNE)
+  return ds.with_options(options).prefetch(AUTOTUNE)
 
 
 def eval_dataset(instances: Instances, spec: SampleSpec, global_batch: int, *,

@@ -124,7 +124,7 @@ def flip_permutation(num_joints: int, flip_pairs) -> tf.Tensor:
 
 def gaussian_targets(keypoints, *, image_size: Sequence[int], heatmap_size: Sequence[int],
                      sigma: float) -> tuple[tf.Tensor, tf.Tensor]:
-  """The official ``generate_target`` (gaussian): (h, w, K) heatmaps and (K,) weights.
+  """The official ``generate_target`` (gaussian): (..., h, w, K) heatmaps, (..., K) weights.
 
   Each visible joint gets exp(-d^2 / 2 sigma^2) on a (6 sigma + 1)-pixel square around its
   rounded heatmap position (the official int(x / stride + 0.5)); a joint whose square lies
@@ -136,29 +136,28 @@ def gaussian_targets(keypoints, *, image_size: Sequence[int], heatmap_size: Sequ
   tmp_size = sigma * 3.0
   size = 2 * tmp_size + 1
   center = float(size // 2)  # the official x0 = y0 = size // 2
-  weight = tf.cast(keypoints[:, 2] > 0, tf.float32)
-  mu = tf.cast(tf.cast(keypoints[:, :2] / stride + 0.5, tf.int64), tf.float64)  # trunc to 0
+  weight = tf.cast(keypoints[..., 2] > 0, tf.float32)
+  mu = tf.cast(tf.cast(keypoints[..., :2] / stride + 0.5, tf.int64), tf.float64)  # trunc to 0
   upper_left = tf.cast(tf.cast(mu - tmp_size, tf.int64), tf.float64)
   bottom_right = tf.cast(tf.cast(mu + tmp_size + 1, tf.int64), tf.float64)
-  outside = ((upper_left[:, 0] >= hm_w) | (upper_left[:, 1] >= hm_h) |
-             (bottom_right[:, 0] < 0) | (bottom_right[:, 1] < 0))
+  outside = ((upper_left[..., 0] >= hm_w) | (upper_left[..., 1] >= hm_h) |
+             (bottom_right[..., 0] < 0) | (bottom_right[..., 1] < 0))
   weight = tf.where(outside, 0.0, weight)
 
-  xs = tf.range(hm_w, dtype=tf.float64)[None, :]  # (1, w)
-  ys = tf.range(hm_h, dtype=tf.float64)[None, :]  # (1, h)
-  in_x = (xs >= upper_left[:, :1]) & (xs < bottom_right[:, :1])  # (K, w)
-  in_y = (ys >= upper_left[:, 1:]) & (ys < bottom_right[:, 1:])  # (K, h)
+  xs = tf.range(hm_w, dtype=tf.float64)
+  ys = tf.range(hm_h, dtype=tf.float64)
+  in_x = (xs >= upper_left[..., :1]) & (xs < bottom_right[..., :1])  # (..., K, w)
+  in_y = (ys >= upper_left[..., 1:]) & (ys < bottom_right[..., 1:])  # (..., K, h)
   # Offsets inside the official float32 kernel g, as float32 like the official arange. The
   # official exp(-(dx^2 + dy^2) / 2s^2) is evaluated as a product of 1-D factors (equal
   # within 2 float32 ulp, ~2e-7), K (h + w) exponentials instead of K h w.
-  dx = tf.cast(xs - upper_left[:, :1], tf.float32) - center
-  dy = tf.cast(ys - upper_left[:, 1:], tf.float32) - center
+  dx = tf.cast(xs - upper_left[..., :1], tf.float32) - center
+  dy = tf.cast(ys - upper_left[..., 1:], tf.float32) - center
   two_sigma2 = tf.constant(2 * sigma**2, tf.float32)
-  draw = tf.cast(weight > 0.5, tf.float32)[:, None]
-  gx = tf.where(in_x, tf.exp(-dx**2 / two_sigma2), 0.0) * draw  # (K, w)
-  gy = tf.where(in_y, tf.exp(-dy**2 / two_sigma2), 0.0)  # (K, h)
-  heatmaps = gy[:, :, None] * gx[:, None, :]
-  return tf.transpose(heatmaps, [1, 2, 0]), weight
+  draw = tf.cast(weight > 0.5, tf.float32)[..., None]
+  gx = tf.where(in_x, tf.exp(-dx**2 / two_sigma2), 0.0) * draw  # (..., K, w)
+  gy = tf.where(in_y, tf.exp(-dy**2 / two_sigma2), 0.0)  # (..., K, h)
+  return tf.einsum('...kh,...kw->...hwk', gy, gx), weight
 
 
 def warp_and_target(image, keypoints, center, scale, rotation, flip, *,
@@ -179,16 +178,22 @@ def warp_and_target(image, keypoints, center, scale, rotation, flip, *,
 
 def jpeg_warp_and_target(contents, keypoints, center, scale, rotation, flip, *,
                          image_size: Sequence[int], heatmap_size: Sequence[int], sigma: float,
-                         flip_pairs) -> dict[str, tf.Tensor]:
-  """``warp_and_target`` of an encoded JPEG, decoding only the pixels the warp reads."""
+                         flip_pairs, with_targets: bool = True) -> dict[str, tf.Tensor]:
+  """``warp_and_target`` of an encoded JPEG, decoding only the pixels the warp reads.
+
+  ``with_targets=False`` leaves out heatmaps and weights (a batched pipeline makes them
+  once per batch from the returned keypoints, then float64).
+  """
   width = tf.io.extract_jpeg_shape(contents)[1]
   return _transform_sample(lambda m: warp_jpeg(contents, m, image_size), width, keypoints,
                            center, scale, rotation, flip, image_size=image_size,
-                           heatmap_size=heatmap_size, sigma=sigma, flip_pairs=flip_pairs)
+                           heatmap_size=heatmap_size, sigma=sigma, flip_pairs=flip_pairs,
+                           with_targets=with_targets)
 
 
 def _transform_sample(sampler, width, keypoints, center, scale, rotation, flip, *,
-                      image_size, heatmap_size, sigma, flip_pairs) -> dict[str, tf.Tensor]:
+                      image_size, heatmap_size, sigma, flip_pairs,
+                      with_targets: bool = True) -> dict[str, tf.Tensor]:
   """The body of ``warp_and_target``; ``sampler(matrix)`` warps the image."""
   keypoints = _f64(keypoints)
   num_joints = keypoints.shape[0]
@@ -216,10 +221,14 @@ def _transform_sample(sampler, width, keypoints, center, scale, rotation, flip, 
 
   xy = tf.where(visible[:, None] > 0, apply_affine(xy, matrix), xy)
   out_keypoints = tf.concat([xy, visible[:, None]], axis=1)
-  heatmaps, weight = gaussian_targets(out_keypoints, image_size=image_size,
-                                      heatmap_size=heatmap_size, sigma=sigma)
-  return {'image': warped, 'keypoints': tf.cast(out_keypoints, tf.float32),
-          'heatmaps': heatmaps, 'target_weight': weight[:, None], 'matrix': matrix}
+  out = {'image': warped, 'keypoints': tf.cast(out_keypoints, tf.float32), 'matrix': matrix}
+  if not with_targets:  # float64 keeps the official target rounding exact downstream
+    out['keypoints'] = out_keypoints
+  else:
+    out['heatmaps'], weight = gaussian_targets(out_keypoints, image_size=image_size,
+                                               heatmap_size=heatmap_size, sigma=sigma)
+    out['target_weight'] = weight[:, None]
+  return out
 
 
 def half_body_center_scale(keypoints, upper_body_ids: Sequence[int], aspect_ratio: float,
