@@ -36,6 +36,17 @@ def batch_norm(train: bool, *, dtype: Dtype, name: str) -> nn.BatchNorm:
                       epsilon=BN_EPSILON, dtype=dtype, param_dtype=jnp.float32, name=name)
 
 
+def shortcut(x: jnp.ndarray, features: int, stride: int, train: bool, dtype: Dtype) -> jnp.ndarray:
+  """Identity, or the official ``downsample`` (1x1 conv + BN) when the shape changes.
+
+  Called from a block's compact method, so ``downsample_0``/``downsample_1`` are its children.
+  """
+  if stride == 1 and x.shape[-1] == features:
+    return x
+  x = conv(features, 1, stride, dtype=dtype, name='downsample_0')(x)
+  return batch_norm(train, dtype=dtype, name='downsample_1')(x)
+
+
 class BasicBlock(nn.Module):
   """Two 3x3 conv + BN layers with an identity (or 1x1 projection) shortcut."""
   planes: int
@@ -46,16 +57,10 @@ class BasicBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     bn = functools.partial(batch_norm, train, dtype=self.dtype)
-    residual = x
     y = conv(self.planes, 3, self.stride, dtype=self.dtype, name='conv1')(x)
     y = nn.relu(bn(name='bn1')(y))
-    y = conv(self.planes, 3, dtype=self.dtype, name='conv2')(y)
-    y = bn(name='bn2')(y)
-    if self.stride != 1 or x.shape[-1] != self.planes * self.expansion:
-      residual = conv(self.planes * self.expansion, 1, self.stride, dtype=self.dtype,
-                      name='downsample_0')(x)
-      residual = bn(name='downsample_1')(residual)
-    return nn.relu(y + residual)
+    y = bn(name='bn2')(conv(self.planes, 3, dtype=self.dtype, name='conv2')(y))
+    return nn.relu(y + shortcut(x, self.planes * self.expansion, self.stride, train, self.dtype))
 
 
 class Bottleneck(nn.Module):
@@ -68,17 +73,11 @@ class Bottleneck(nn.Module):
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     bn = functools.partial(batch_norm, train, dtype=self.dtype)
-    residual = x
     y = nn.relu(bn(name='bn1')(conv(self.planes, 1, dtype=self.dtype, name='conv1')(x)))
     y = conv(self.planes, 3, self.stride, dtype=self.dtype, name='conv2')(y)
     y = nn.relu(bn(name='bn2')(y))
-    y = conv(self.planes * self.expansion, 1, dtype=self.dtype, name='conv3')(y)
-    y = bn(name='bn3')(y)
-    if self.stride != 1 or x.shape[-1] != self.planes * self.expansion:
-      residual = conv(self.planes * self.expansion, 1, self.stride, dtype=self.dtype,
-                      name='downsample_0')(x)
-      residual = bn(name='downsample_1')(residual)
-    return nn.relu(y + residual)
+    y = bn(name='bn3')(conv(self.planes * self.expansion, 1, dtype=self.dtype, name='conv3')(y))
+    return nn.relu(y + shortcut(x, self.planes * self.expansion, self.stride, train, self.dtype))
 
 
 BLOCKS = {'BASIC': BasicBlock, 'BOTTLENECK': Bottleneck}
