@@ -11,9 +11,8 @@ from absl import app, logging
 from hrnet_jax import torch_pickle, weights
 
 # Errors that describe bad input (a file, key or value); shown as one message, no traceback.
-USER_ERRORS = (FileNotFoundError, FileExistsError, KeyError, ValueError, RuntimeError,
-               pickle.UnpicklingError, torch_pickle.UnsafeCheckpointError,
-               weights.CheckpointMismatchError)
+USER_ERRORS = (FileNotFoundError, FileExistsError, KeyError, ValueError, pickle.UnpicklingError,
+               torch_pickle.UnsafeCheckpointError, weights.CheckpointMismatchError)
 
 
 def run(main: Callable[[list[str]], int | None]) -> None:

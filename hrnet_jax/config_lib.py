@@ -27,7 +27,6 @@ def topdown_config(*, width: int, image_size: tuple[int, int], sigma: float,
       'image_size': (width_px, height_px),
       'heatmap_size': (width_px // 4, height_px // 4),
       'sigma': float(sigma),
-      'pixel_std': 200.0,
       'box_padding': 1.25,
       'color_rgb': True,
       'skip_bad_images': False,  # True: drop unreadable JPEGs and count them

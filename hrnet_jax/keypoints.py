@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
+# The official box-scale unit: scale = box size / PIXEL_STD (COCO and MPII alike).
+PIXEL_STD = 200.0
+
 COCO_KEYPOINT_NAMES: tuple[str, ...] = (
     'nose', 'left_eye', 'right_eye', 'left_ear', 'right_ear',
     'left_shoulder', 'right_shoulder', 'left_elbow', 'right_elbow',

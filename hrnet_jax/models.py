@@ -124,7 +124,8 @@ class HighResolutionModule(nn.Module):
     xs = list(xs)
     for b in range(num_branches):
       for k in range(self.num_blocks):
-        xs[b] = block(self.num_channels[b], dtype=self.dtype, name=f'branches_{b}_{k}')(xs[b], train)
+        block_k = block(self.num_channels[b], dtype=self.dtype, name=f'branches_{b}_{k}')
+        xs[b] = block_k(xs[b], train)
     if num_branches == 1:
       return xs
 

@@ -164,7 +164,8 @@ def state_dict_to_variables(state: Mapping[str, np.ndarray], config: ml_collecti
     merged.update(flat)
     flat = merged
   variables = flax.traverse_util.unflatten_dict(flat)
-  return {'params': variables.get('params', {}), 'batch_stats': variables.get('batch_stats', {})}, unused
+  loaded = {c: variables.get(c, {}) for c in ('params', 'batch_stats')}
+  return loaded, unused
 
 
 def load_torch_checkpoint(path: str | os.PathLike, config: ml_collections.ConfigDict) -> Variables:

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-PIXEL_STD = 200.0
+from hrnet_jax.keypoints import PIXEL_STD
+
 BOX_PADDING = 1.25
 PERSON_CATEGORY = 1
 
@@ -90,7 +91,7 @@ def _require(record: dict, keys: tuple[str, ...], what: str, path: str) -> None:
 
 def load_ground_truth(root: str, split: str, *, aspect_ratio: float, num_joints: int = 17,
                       padding: float = BOX_PADDING) -> Instances:
-  """Person instances with labelled keypoints, as the official ``_load_coco_keypoint_annotation``."""
+  """Person instances with labelled keypoints (official ``_load_coco_keypoint_annotation``)."""
   if not tf.io.gfile.isdir(root):
     raise DatasetError(f'dataset folder not found: {root}')
   path = annotation_path(root, split)
@@ -135,7 +136,7 @@ def load_ground_truth(root: str, split: str, *, aspect_ratio: float, num_joints:
 def load_detections(path: str, root: str, split: str, *, aspect_ratio: float,
                     num_joints: int = 17, score_threshold: float = 0.0,
                     padding: float = BOX_PADDING) -> Instances:
-  """Person boxes from a COCO results file, as the official ``_load_coco_person_detection_results``."""
+  """Person boxes of a COCO results file (official ``_load_coco_person_detection_results``)."""
   detections = read_json(path)
   if not isinstance(detections, list):
     raise DatasetError(f'{path}: expected a COCO results list of detections')

@@ -23,7 +23,7 @@ from input_pipeline.coco import Instances
 AUTOTUNE = tf.data.AUTOTUNE
 
 
-class DataError(RuntimeError):
+class DataError(ValueError):
   """An image could not be read or decoded; the message names the file."""
 
 
@@ -151,10 +151,8 @@ def train_dataset(instances: Instances, spec: SampleSpec, global_batch: int, *, 
   ds = ds.map(make_sample, num_parallel_calls=AUTOTUNE, deterministic=True)
   if skip_bad_images:
     ds = ds.ignore_errors()
-  options = tf.data.Options()
-  options.deterministic = True
-  ds = ds.batch(local, drop_remainder=True).map(finish_batch, num_parallel_calls=AUTOTUNE)
-  return ds.with_options(options).prefetch(AUTOTUNE)
+  ds = ds.batch(local, drop_remainder=True)
+  return ds.map(finish_batch, num_parallel_calls=AUTOTUNE, deterministic=True).prefetch(AUTOTUNE)
 
 
 def eval_dataset(instances: Instances, spec: SampleSpec, global_batch: int, *,

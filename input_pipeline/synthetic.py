@@ -192,7 +192,7 @@ def write_split(root: str, split: str, num_images: int, seed: int, first_id: int
     images.append({'id': image_id, 'file_name': file_name, 'height': image.shape[0],
                    'width': image.shape[1]})
     for ann in anns:
-      ann['id'] = len(annotations) + 1 + first_id * 100
+      ann['id'] = len(annotations) + 1
       annotations.append(ann)
   path = os.path.join(root, 'annotations', f'person_keypoints_{split}.json')
   with open(path + '.tmp', 'w') as f:

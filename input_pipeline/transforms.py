@@ -12,7 +12,8 @@ from typing import Sequence
 
 import tensorflow as tf
 
-PIXEL_STD = 200.0
+from hrnet_jax import keypoints as kp
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -22,7 +23,7 @@ def _f64(x) -> tf.Tensor:
 
 
 def affine_matrix(center, scale, rotation, output_size: Sequence[int],
-                  inverse: bool = False, pixel_std: float = PIXEL_STD) -> tf.Tensor:
+                  inverse: bool = False, pixel_std: float = kp.PIXEL_STD) -> tf.Tensor:
   """The official ``get_affine_transform`` as a (2, 3) float64 matrix (image -> output).
 
   Rotation in degrees; only ``scale[0]`` (the box width / pixel_std) sets the zoom, as in
@@ -91,13 +92,14 @@ def warp_image(image, matrix, output_size: Sequence[int]) -> tf.Tensor:
   return tf.round(top + fy * (low - top))  # cv2 writes uint8
 
 
-def warp_jpeg(contents, matrix, output_size: Sequence[int]) -> tf.Tensor:
+def warp_jpeg(contents, matrix, output_size: Sequence[int], shape=None) -> tf.Tensor:
   """``warp_image`` of an encoded JPEG, decoding only the window the warp reads.
 
   The window gets a 2-pixel margin: a cropped decode differs from a full one only on its
-  outermost pixels, so the pixels used are those of the full decode.
+  outermost pixels, so the pixels used are those of the full decode. ``shape`` is the
+  JPEG's ``extract_jpeg_shape`` where the caller has it already.
   """
-  shape = tf.io.extract_jpeg_shape(contents)
+  shape = tf.io.extract_jpeg_shape(contents) if shape is None else shape
   height, width = tf.cast(shape[0], tf.float64), tf.cast(shape[1], tf.float64)
   inverse = _inverse(matrix)
   corners = tf.constant([[0.0, 0.0], [output_size[0] - 1.0, 0.0], [0.0, output_size[1] - 1.0],
@@ -112,14 +114,6 @@ def warp_jpeg(contents, matrix, output_size: Sequence[int]) -> tf.Tensor:
   crop = tf.io.decode_and_crop_jpeg(contents, window, channels=3)
   shift = tf.concat([tf.eye(2, dtype=tf.float64), low[:, None]], axis=1)  # crop -> image
   return warp_image(crop, _compose(_f64(matrix), shift), output_size)
-
-
-def flip_permutation(num_joints: int, flip_pairs) -> tf.Tensor:
-  """perm[k] = the joint that k becomes under a horizontal flip."""
-  perm = list(range(num_joints))
-  for a, b in flip_pairs:
-    perm[a], perm[b] = b, a
-  return tf.constant(perm, tf.int32)
 
 
 def gaussian_targets(keypoints, *, image_size: Sequence[int], heatmap_size: Sequence[int],
@@ -184,9 +178,9 @@ def jpeg_warp_and_target(contents, keypoints, center, scale, rotation, flip, *,
   ``with_targets=False`` leaves out heatmaps and weights (a batched pipeline makes them
   once per batch from the returned keypoints, then float64).
   """
-  width = tf.io.extract_jpeg_shape(contents)[1]
-  return _transform_sample(lambda m: warp_jpeg(contents, m, image_size), width, keypoints,
-                           center, scale, rotation, flip, image_size=image_size,
+  shape = tf.io.extract_jpeg_shape(contents)
+  return _transform_sample(lambda m: warp_jpeg(contents, m, image_size, shape), shape[1],
+                           keypoints, center, scale, rotation, flip, image_size=image_size,
                            heatmap_size=heatmap_size, sigma=sigma, flip_pairs=flip_pairs,
                            with_targets=with_targets)
 
@@ -203,7 +197,7 @@ def _transform_sample(sampler, width, keypoints, center, scale, rotation, flip, 
   xy = keypoints[:, :2]
 
   # Official: flip the image, mirror x, swap left/right, zero the unlabelled, mirror center.
-  perm = flip_permutation(num_joints, flip_pairs)
+  perm = tf.constant(kp.flip_permutation(num_joints, flip_pairs), tf.int32)
   mirrored = tf.stack([width - xy[:, 0] - 1.0, xy[:, 1]], axis=1)
   flipped_vis = tf.gather(visible, perm)
   flipped_xy = tf.gather(mirrored, perm) * flipped_vis[:, None]
@@ -221,18 +215,17 @@ def _transform_sample(sampler, width, keypoints, center, scale, rotation, flip, 
 
   xy = tf.where(visible[:, None] > 0, apply_affine(xy, matrix), xy)
   out_keypoints = tf.concat([xy, visible[:, None]], axis=1)
-  out = {'image': warped, 'keypoints': tf.cast(out_keypoints, tf.float32), 'matrix': matrix}
   if not with_targets:  # float64 keeps the official target rounding exact downstream
-    out['keypoints'] = out_keypoints
-  else:
-    out['heatmaps'], weight = gaussian_targets(out_keypoints, image_size=image_size,
-                                               heatmap_size=heatmap_size, sigma=sigma)
-    out['target_weight'] = weight[:, None]
+    return {'image': warped, 'keypoints': out_keypoints, 'matrix': matrix}
+  out = {'image': warped, 'keypoints': tf.cast(out_keypoints, tf.float32), 'matrix': matrix}
+  out['heatmaps'], weight = gaussian_targets(out_keypoints, image_size=image_size,
+                                             heatmap_size=heatmap_size, sigma=sigma)
+  out['target_weight'] = weight[:, None]
   return out
 
 
 def half_body_center_scale(keypoints, upper_body_ids: Sequence[int], aspect_ratio: float,
-                           choose_upper_draw, pixel_std: float = PIXEL_STD):
+                           choose_upper_draw, pixel_std: float = kp.PIXEL_STD):
   """The official ``half_body_transform``: (center, scale, ok) of the upper or lower body.
 
   ``choose_upper_draw`` is the official ``np.random.randn()`` compared with 0.5.

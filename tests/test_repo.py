@@ -14,8 +14,8 @@ def test_ci_runs_the_readme_test_command():
   test_command = blocks[1].strip()
   assert 'pytest' in test_command
   with open(os.path.join(REPO, '.ci', 'run')) as f:
-    ci_lines = [line.strip() for line in f if line.strip() and not line.startswith(('#', 'set ',
-                                                                                     'cd ', 'export '))]
+    skip = ('#', 'set ', 'cd ', 'export ')
+    ci_lines = [line.strip() for line in f if line.strip() and not line.startswith(skip)]
   assert ci_lines == [test_command]
 
 

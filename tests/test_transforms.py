@@ -138,7 +138,8 @@ def test_windowed_jpeg_decode_matches_full_decode(tmp_path):
   for center, scale, rotation, flip in [((200, 150), (1.0, 1.33), 30.0, True),
                                         ((20, 10), (0.3, 0.4), -10.0, False),
                                         ((-300, 500), (0.5, 0.66), 0.0, False)]:
-    kwargs = dict(image_size=(96, 128), heatmap_size=(24, 32), sigma=2, flip_pairs=kp.COCO_FLIP_PAIRS)
+    kwargs = dict(image_size=(96, 128), heatmap_size=(24, 32), sigma=2,
+                  flip_pairs=kp.COCO_FLIP_PAIRS)
     full = transforms.warp_and_target(decoded, keypoints, center, scale, rotation, flip, **kwargs)
     window = transforms.jpeg_warp_and_target(contents, keypoints, center, scale, rotation, flip,
                                              **kwargs)
