@@ -21,7 +21,9 @@ def topdown_config(*, width: int, image_size: tuple[int, int], sigma: float,
 
   config.dataset = ml_collections.ConfigDict({
       'name': 'coco',
+      'source': 'folder',  # or 'tfds': shards from launch/prepare_tfds.py in tfds_data_dir
       'root': 'data/coco',  # annotations/person_keypoints_{split}.json and {split}/ images
+      'tfds_data_dir': '',
       'train_split': 'train2017',
       'val_split': 'val2017',
       'image_size': (width_px, height_px),

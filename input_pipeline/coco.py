@@ -89,21 +89,23 @@ def _require(record: dict, keys: tuple[str, ...], what: str, path: str) -> None:
     raise DatasetError(f'{path}: {what} is missing key(s) {missing}: {str(record)[:200]}')
 
 
-def load_ground_truth(root: str, split: str, *, aspect_ratio: float, num_joints: int = 17,
-                      padding: float = BOX_PADDING) -> Instances:
-  """Person instances with labelled keypoints (official ``_load_coco_keypoint_annotation``)."""
+def labelled_people(root: str, split: str, *, num_joints: int = 17):
+  """(image record, annotation id, cleaned box x, y, w, h, (K, 3) keypoints, area) per person.
+
+  The people the official ``_load_coco_keypoint_annotation_kernal`` keeps: not crowd, a
+  valid box once clipped to the image, at least one labelled keypoint; sorted by image id.
+  """
   if not tf.io.gfile.isdir(root):
     raise DatasetError(f'dataset folder not found: {root}')
   path = annotation_path(root, split)
   data = read_json(path)
   if not isinstance(data, dict) or 'images' not in data or 'annotations' not in data:
     raise DatasetError(f'{path}: expected a COCO dict with "images" and "annotations"')
-  folder = image_dir(root, split)
   images = {}
   for image in data['images']:
     _require(image, ('id', 'file_name', 'width', 'height'), 'an image', path)
     images[image['id']] = image
-  rows = []
+  people = []
   for ann in sorted(data['annotations'], key=lambda a: (a.get('image_id', 0), a.get('id', 0))):
     _require(ann, ('image_id', 'bbox', 'category_id'), 'an annotation', path)
     if ann.get('iscrowd', 0) or ann['category_id'] != PERSON_CATEGORY:
@@ -126,10 +128,22 @@ def load_ground_truth(root: str, split: str, *, aspect_ratio: float, num_joints:
                          f'values, expected {3 * num_joints}')
     if max(keypoints) == 0:
       continue
-    center, scale = box_to_center_scale([x1, y1, x2 - x1, y2 - y1], aspect_ratio, padding)
-    rows.append((os.path.join(folder, image['file_name']), ann['image_id'], center, scale,
-                 np.asarray(keypoints, np.float64).reshape(num_joints, 3), 1.0,
-                 float(ann.get('area', w * h))))
+    people.append((image, int(ann.get('id', 0)), (x1, y1, x2 - x1, y2 - y1),
+                   np.asarray(keypoints, np.float64).reshape(num_joints, 3),
+                   float(ann.get('area', w * h))))
+  return people
+
+
+def load_ground_truth(root: str, split: str, *, aspect_ratio: float, num_joints: int = 17,
+                      padding: float = BOX_PADDING) -> Instances:
+  """Person instances with labelled keypoints (official ``_load_coco_keypoint_annotation``)."""
+  people = labelled_people(root, split, num_joints=num_joints)
+  folder = image_dir(root, split)
+  rows = []
+  for image, _, box, keypoints, area in people:
+    center, scale = box_to_center_scale(box, aspect_ratio, padding)
+    rows.append((os.path.join(folder, image['file_name']), image['id'], center, scale,
+                 keypoints, 1.0, area))
   return _to_instances(rows, num_joints)
 
 

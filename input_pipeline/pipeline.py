@@ -116,7 +116,39 @@ def _instance_tensors(instances: Instances) -> dict[str, tf.Tensor]:
   return {'path': tf.constant(instances.image_paths.astype(str)),
           'center': tf.constant(instances.centers, tf.float64),
           'scale': tf.constant(instances.scales, tf.float64),
-          'keypoints': tf.constant(instances.keypoints, tf.float64)}
+          'keypoints': tf.constant(instances.keypoints, tf.float64),
+          'image_id': tf.constant(instances.image_ids, tf.int64)}
+
+
+def training_sample(contents, keypoints, center, scale, seed, spec: SampleSpec):
+  """Random draws from ``seed`` (2 int64), then the windowed decode and warp of one JPEG.
+
+  Returns the warped image (0..255) and the transformed keypoints (float64); targets and
+  normalisation follow once per batch (``finish_training_batch``).
+  """
+  center, scale, rotation, flip = augment_params(keypoints, center, scale, seed, spec)
+  sample = transforms.jpeg_warp_and_target(
+      contents, keypoints, center, scale, rotation, flip, image_size=spec.image_size,
+      heatmap_size=spec.heatmap_size, sigma=spec.sigma, flip_pairs=spec.flip_pairs,
+      with_targets=False)
+  return sample['image'], sample['keypoints']
+
+
+def finish_training_batch(spec: SampleSpec):
+  """A batch map: heatmaps and target weights from ``keypoints``, the image normalised."""
+
+  @tf.function(jit_compile=True)  # fused by XLA: 5x faster than the TF kernels on a CPU
+  def targets_and_normalize(image, keypoints):
+    heatmaps, weight = transforms.gaussian_targets(
+        keypoints, image_size=spec.image_size, heatmap_size=spec.heatmap_size,
+        sigma=spec.sigma)
+    return transforms.normalize(image), heatmaps, weight[..., None]
+
+  def finish(batch):
+    image, heatmaps, weight = targets_and_normalize(batch['image'], batch.pop('keypoints'))
+    return dict(batch, image=image, heatmaps=heatmaps, target_weight=weight)
+
+  return finish
 
 
 def train_dataset(instances: Instances, spec: SampleSpec, global_batch: int, *, seed: int,
@@ -127,28 +159,12 @@ def train_dataset(instances: Instances, spec: SampleSpec, global_batch: int, *, 
   local, _ = _share(global_batch, process_index, process_count)
 
   def make_sample(position, index):
-    keypoints = tf.gather(table['keypoints'], index)
-    center, scale, rotation, flip = augment_params(
-        keypoints, tf.gather(table['center'], index), tf.gather(table['scale'], index),
+    image, keypoints = training_sample(
+        tf.io.read_file(tf.gather(table['path'], index)), tf.gather(table['keypoints'], index),
+        tf.gather(table['center'], index), tf.gather(table['scale'], index),
         tf.stack([tf.constant(seed, tf.int64), position]), spec)
-    contents = tf.io.read_file(tf.gather(table['path'], index))
-    sample = transforms.jpeg_warp_and_target(
-        contents, keypoints, center, scale, rotation, flip, image_size=spec.image_size,
-        heatmap_size=spec.heatmap_size, sigma=spec.sigma, flip_pairs=spec.flip_pairs,
-        with_targets=False)
-    return {'image': sample['image'], 'keypoints': sample['keypoints'], 'position': position,
-            'index': index}
-
-  @tf.function(jit_compile=True)  # fused by XLA: 5x faster than the TF kernels on a CPU
-  def targets_and_normalize(image, keypoints):
-    heatmaps, weight = transforms.gaussian_targets(
-        keypoints, image_size=spec.image_size, heatmap_size=spec.heatmap_size,
-        sigma=spec.sigma)
-    return transforms.normalize(image), heatmaps, weight[..., None]
-
-  def finish_batch(batch):  # the small per-sample ops, once per batch
-    image, heatmaps, weight = targets_and_normalize(batch['image'], batch.pop('keypoints'))
-    return dict(batch, image=image, heatmaps=heatmaps, target_weight=weight)
+    return {'image': image, 'keypoints': keypoints, 'position': position, 'index': index,
+            'image_id': tf.gather(table['image_id'], index)}
 
   ds = sample_positions(len(instances), global_batch, seed=seed, start_step=start_step,
                         process_index=process_index, process_count=process_count)
@@ -156,7 +172,8 @@ def train_dataset(instances: Instances, spec: SampleSpec, global_batch: int, *, 
   if skip_bad_images:
     ds = ds.ignore_errors()
   ds = ds.batch(local, drop_remainder=True)
-  return ds.map(finish_batch, num_parallel_calls=AUTOTUNE, deterministic=True).prefetch(AUTOTUNE)
+  return ds.map(finish_training_batch(spec), num_parallel_calls=AUTOTUNE,
+                deterministic=True).prefetch(AUTOTUNE)
 
 
 def eval_dataset(instances: Instances, spec: SampleSpec, global_batch: int, *,
@@ -180,19 +197,28 @@ def eval_dataset(instances: Instances, spec: SampleSpec, global_batch: int, *,
   def make_sample(row):
     index = tf.minimum(row, n - 1)
     center, scale = tf.gather(table['center'], index), tf.gather(table['scale'], index)
-    matrix = transforms.affine_matrix(center, scale, 0.0, spec.image_size)
-    image = transforms.warp_jpeg(tf.io.read_file(tf.gather(table['path'], index)), matrix,
-                                 spec.image_size)
+    image = eval_sample(tf.io.read_file(tf.gather(table['path'], index)), center, scale, spec)
     out = {'image': image, 'center': tf.cast(center, tf.float32),
            'scale': tf.cast(scale, tf.float32), 'index': index,
            'mask': tf.cast(row < n, tf.float32)}
     out.update({k: tf.gather(v, index) for k, v in extras.items()})
     return out
 
-  normalize = tf.function(transforms.normalize, jit_compile=True)
   ds = tf.data.Dataset.from_tensor_slices(tf.constant(mine, tf.int64))
   ds = ds.map(make_sample, num_parallel_calls=AUTOTUNE, deterministic=True)
-  ds = ds.batch(local, drop_remainder=True)
+  return batch_eval_samples(ds, local)
+
+
+def eval_sample(contents, center, scale, spec: SampleSpec) -> tf.Tensor:
+  """The warped box of one JPEG, without augmentation (0..255)."""
+  matrix = transforms.affine_matrix(center, scale, 0.0, spec.image_size)
+  return transforms.warp_jpeg(contents, matrix, spec.image_size)
+
+
+def batch_eval_samples(ds: tf.data.Dataset, local_batch: int) -> tf.data.Dataset:
+  """Batches eval samples and normalises their images once per batch (XLA)."""
+  normalize = tf.function(transforms.normalize, jit_compile=True)
+  ds = ds.batch(local_batch, drop_remainder=True)
   return ds.map(lambda batch: dict(batch, image=normalize(batch['image'])),
                 num_parallel_calls=AUTOTUNE, deterministic=True).prefetch(AUTOTUNE)
 

@@ -1,4 +1,4 @@
-"""Shared test helpers: fixture paths and the small official architecture."""
+"""Shared test helpers: fixture paths, the small official architecture, synthetic data."""
 
 import json
 import os
@@ -24,3 +24,12 @@ def small_config():
 @pytest.fixture
 def small_model_config():
   return small_config()
+
+
+@pytest.fixture(scope='session')
+def synthetic_folder(tmp_path_factory):
+  """A small synthetic COCO-format dataset: 24 train and 6 val images (seed 1)."""
+  from input_pipeline import synthetic
+  root = str(tmp_path_factory.mktemp('synthetic'))
+  synthetic.write_dataset(root, num_train=24, num_val=6, seed=1)
+  return root

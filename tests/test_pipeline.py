@@ -20,10 +20,8 @@ BATCH = 8
 
 
 @pytest.fixture(scope='module')
-def dataset(tmp_path_factory):
-  root = str(tmp_path_factory.mktemp('synthetic'))
-  synthetic.write_dataset(root, num_train=24, num_val=6, seed=1)
-  return root
+def dataset(synthetic_folder):
+  return synthetic_folder
 
 
 @pytest.fixture(scope='module')
