@@ -1,4 +1,5 @@
-"""Orbax checkpoints of model variables: save, and restore checked against the model."""
+"""Orbax checkpoints: model variables (save, restore checked against the model) and the
+training run's CheckpointManager under ``workdir/checkpoints/<step>/``."""
 
 from __future__ import annotations
 
@@ -66,3 +67,34 @@ def restore_variables(directory: str | os.PathLike,
   if missing or unexpected or misshaped:
     raise weights.CheckpointMismatchError(path, missing, unexpected, misshaped)
   return checkpointer.restore(path, target)
+
+
+CHECKPOINTS_DIR = 'checkpoints'
+
+
+def train_checkpoint_manager(workdir: str, keep: int) -> ocp.CheckpointManager:
+  """Checkpoints of a run in ``workdir/checkpoints/<step>/``, the last ``keep`` kept.
+
+  Orbax writes each one into a temporary folder and renames it when complete, so a crash
+  during a save leaves the previous checkpoints as they were.
+  """
+  options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                         enable_async_checkpointing=False)
+  return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), CHECKPOINTS_DIR),
+                               options=options)
+
+
+def save_train_state(manager: ocp.CheckpointManager, step: int, tree: Any,
+                     metadata: Mapping[str, Any]) -> None:
+  """Saves a pytree of arrays (params, batch_stats, opt_state, rng) and JSON metadata."""
+  manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(tree),
+                                            meta=ocp.args.JsonSave(dict(metadata))), force=True)
+  manager.wait_until_finished()
+
+
+def restore_train_state(manager: ocp.CheckpointManager, step: int,
+                        abstract_tree: Any) -> tuple[Any, dict[str, Any]]:
+  """The tree saved at ``step``, shaped and sharded like ``abstract_tree``, and its metadata."""
+  restored = manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(abstract_tree), meta=ocp.args.JsonRestore()))
+  return restored['state'], dict(restored['meta'] or {})

@@ -21,9 +21,12 @@ def topdown_config(*, width: int, image_size: tuple[int, int], sigma: float,
 
   config.dataset = ml_collections.ConfigDict({
       'name': 'coco',
-      'source': 'folder',  # or 'tfds': shards from launch/prepare_tfds.py in tfds_data_dir
+      'source': 'folder',  # 'tfds': shards of launch/prepare_tfds.py; 'synthetic'
       'root': 'data/coco',  # annotations/person_keypoints_{split}.json and {split}/ images
       'tfds_data_dir': '',
+      # source 'synthetic': launch/make_synthetic.py's set, made once in a cache folder
+      # (or at root when root is set).
+      'synthetic': {'num_train': 2000, 'num_val': 200, 'seed': 0},
       'train_split': 'train2017',
       'val_split': 'val2017',
       'image_size': (width_px, height_px),

@@ -33,7 +33,8 @@ def conv(features: int, kernel: int, stride: int = 1, *, dtype: Dtype, name: str
 def batch_norm(train: bool, *, dtype: Dtype, name: str) -> nn.BatchNorm:
   """BatchNorm with the official momentum and epsilon; batch statistics when training."""
   return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM,
-                      epsilon=BN_EPSILON, dtype=dtype, param_dtype=jnp.float32, name=name)
+                      epsilon=BN_EPSILON, use_fast_variance=False, dtype=dtype,
+                      param_dtype=jnp.float32, name=name)
 
 
 def shortcut(x: jnp.ndarray, features: int, stride: int, train: bool, dtype: Dtype) -> jnp.ndarray:

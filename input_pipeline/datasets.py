@@ -1,0 +1,84 @@
+"""What a config's ``dataset`` section names, as training batches: folder, TFDS or synthetic.
+
+``dataset.source`` picks the reader: 'folder' (COCO-format folder at ``dataset.root``,
+index-based pipeline), 'tfds' (shards in ``dataset.tfds_data_dir``, streaming) or 'synthetic'
+(the synthetic set of ``dataset.synthetic``, written once into a cache folder, then read as a
+folder).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Iterator
+
+import ml_collections
+import numpy as np
+import tensorflow as tf
+
+from input_pipeline import coco, pipeline, synthetic, tfds_source
+
+SOURCES = ('folder', 'tfds', 'synthetic')
+
+
+def cache_dir() -> str:
+  """``$HRNET_JAX_CACHE`` or ``~/.cache/hrnet_jax``: where generated datasets live."""
+  return os.environ.get('HRNET_JAX_CACHE', os.path.join(os.path.expanduser('~'), '.cache',
+                                                         'hrnet_jax'))
+
+
+def dataset_root(config: ml_collections.ConfigDict) -> str:
+  """The COCO-format folder of a folder or synthetic source (made once if synthetic)."""
+  d = config.dataset
+  if d.source not in SOURCES:
+    raise ValueError(f'config.dataset.source is {d.source!r}; expected one of {SOURCES}')
+  if d.source != 'synthetic':
+    return d.root
+  s = d.synthetic
+  root = d.root or os.path.join(
+      cache_dir(), f'synthetic_{s.num_train}_{s.num_val}_seed{s.seed}')
+  if not tf.io.gfile.exists(coco.annotation_path(root, 'val')):
+    # Written next to root, then renamed: a crash never leaves a half-written dataset.
+    parent = os.path.dirname(os.path.abspath(root))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix='.synthetic_', dir=parent)
+    synthetic.write_dataset(staging, s.num_train, s.num_val, seed=s.seed)
+    try:
+      os.rename(staging, root)
+    except OSError:  # another process won the race: use its copy
+      if not tf.io.gfile.exists(coco.annotation_path(root, 'val')):
+        raise
+  return root
+
+
+def train_instances(config: ml_collections.ConfigDict) -> coco.Instances:
+  """The training people of a folder or synthetic source."""
+  spec = pipeline.SampleSpec.from_config(config)
+  return coco.load_ground_truth(dataset_root(config), config.dataset.train_split,
+                                aspect_ratio=spec.aspect_ratio,
+                                padding=config.dataset.box_padding)
+
+
+def num_train_instances(config: ml_collections.ConfigDict) -> int:
+  """How many people one training epoch holds (all processes together)."""
+  if config.dataset.source == 'tfds':
+    builder = tfds_source.load_builder(config.dataset.tfds_data_dir)
+    tfds_source._check_split(builder, config.dataset.train_split)
+    return int(tfds_source.people_per_example(builder)[config.dataset.train_split].sum())
+  return len(train_instances(config))
+
+
+def train_batches(config: ml_collections.ConfigDict, *, start_step: int, process_index: int,
+                  process_count: int) -> Iterator[dict[str, np.ndarray]]:
+  """numpy batches of this process's share of every global batch, from ``start_step`` on."""
+  spec = pipeline.SampleSpec.from_config(config)
+  if config.dataset.source == 'tfds':
+    ds = tfds_source.train_dataset(
+        config.dataset.tfds_data_dir, config.dataset.train_split, spec, config.batch_size,
+        seed=config.seed, start_step=start_step, process_index=process_index,
+        process_count=process_count)
+    return ds.as_numpy_iterator()
+  return pipeline.TrainIterator(
+      train_instances(config), spec, config.batch_size, seed=config.seed,
+      start_step=start_step, process_index=process_index, process_count=process_count,
+      skip_bad_images=config.dataset.skip_bad_images)

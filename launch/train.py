@@ -1,0 +1,39 @@
+r"""Trains a top-down HRNet: data-parallel over all devices, resumable, multi-host ready.
+
+python launch/train.py --config=configs/coco_w32.py --workdir=DIR [--config.KEY=VALUE ...]
+
+Re-running the same command resumes from the latest checkpoint in DIR/checkpoints/. SIGTERM
+saves a checkpoint and exits. On a Cloud TPU pod slice or under SLURM / Open MPI the processes
+find each other by themselves; elsewhere pass --coordinator_address, --num_processes and
+--process_id to every process.
+"""
+
+from __future__ import annotations
+
+from absl import flags
+from ml_collections import config_flags
+import tensorflow as tf
+
+from hrnet_jax import cli, sharding, train_lib
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Recipe config file.',
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Run folder: config, checkpoints, TensorBoard.')
+_COORDINATOR = flags.DEFINE_string('coordinator_address', None,
+                                   'host:port of process 0, for a multi-process job.')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in the job.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process (0 .. num_processes-1).')
+
+
+def main(argv: list[str]) -> int:
+  """Initialises the job and calls ``train_and_evaluate``."""
+  del argv
+  tf.config.set_visible_devices([], 'GPU')  # TensorFlow feeds data; JAX owns accelerators
+  sharding.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  train_lib.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  return 0
+
+
+if __name__ == '__main__':
+  flags.mark_flags_as_required(['config', 'workdir'])
+  cli.run(main)
