@@ -9,7 +9,8 @@ multiply-adds) of W32 256x192. Inputs are random; weights are freshly initialise
 
 from __future__ import annotations
 
-import resource
+import os
+import sys
 import time
 
 from absl import app, flags, logging
@@ -20,7 +21,10 @@ import numpy as np
 import optax
 from ml_collections import config_flags
 
-from hrnet_jax import models, train_lib
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_utils  # noqa: E402
+
+from hrnet_jax import models, train_lib  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/coco_w32.py', 'Recipe config.',
                                           lock_config=True)
@@ -64,17 +68,6 @@ def conv_macs_per_image(model, variables, images: jnp.ndarray) -> float:
   return float(total)
 
 
-def _peak_memory(compiled) -> str:
-  stats = jax.local_devices()[0].memory_stats() or {}
-  if 'peak_bytes_in_use' in stats:
-    return f'{stats["peak_bytes_in_use"] / 2**30:.2f} GiB device peak'
-  analysis = compiled.memory_analysis()
-  planned = (analysis.temp_size_in_bytes + analysis.argument_size_in_bytes +
-             analysis.output_size_in_bytes) / 2**30
-  rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-  return f'{planned:.2f} GiB XLA-planned (args + temps + outputs), {rss:.2f} GiB process max RSS'
-
-
 def main(argv: list[str]) -> None:
   del argv
   logging.set_verbosity(logging.WARNING)
@@ -108,7 +101,7 @@ def main(argv: list[str]) -> None:
   gflops = float(cost.get('flops', float('nan'))) / batch / 1e9
   _, per_step = _time(compiled_fwd, variables, images, steps=_STEPS.value)
   print(f'forward:    {batch / per_step:8.1f} images/s  ({per_step * 1e3:.1f} ms/step, '
-        f'compile {compile_fwd_s:.1f} s; {_peak_memory(compiled_fwd)})')
+        f'compile {compile_fwd_s:.1f} s; {bench_utils.peak_memory(compiled_fwd)})')
 
   step = jax.jit(train_lib.train_step, donate_argnums=(0,))
   key = jax.random.key(1)
@@ -123,7 +116,7 @@ def main(argv: list[str]) -> None:
   jax.block_until_ready(metrics)
   per_step = (time.perf_counter() - start) / _STEPS.value
   print(f'train step: {batch / per_step:8.1f} images/s  ({per_step * 1e3:.1f} ms/step, '
-        f'compile {compile_s:.1f} s; {_peak_memory(compiled_step)})')
+        f'compile {compile_s:.1f} s; {bench_utils.peak_memory(compiled_step)})')
 
   official = OFFICIAL_GMACS.get((config.model.width, (width, height)))
   print(f'parameters: {num_params:,}')
