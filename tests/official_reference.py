@@ -123,3 +123,152 @@ def half_body_transform(joints, joints_vis, upper_body_ids, aspect_ratio, randn_
     w = h * aspect_ratio
   scale = np.array([w * 1.0 / 200, h * 1.0 / 200], dtype=np.float32) * 1.5
   return center, scale
+
+
+# --- lib/core/inference.py, lib/utils/transforms.py (flip_back), lib/nms/nms.py ---
+
+def transform_preds(coords, center, scale, output_size):
+  target_coords = np.zeros(coords.shape)
+  trans = get_affine_transform(center, scale, 0, output_size, inv=1)
+  for p in range(coords.shape[0]):
+    target_coords[p, 0:2] = affine_transform(coords[p, 0:2], trans)
+  return target_coords
+
+
+def get_max_preds(batch_heatmaps):
+  batch_size, num_joints, _, width = batch_heatmaps.shape
+  heatmaps_reshaped = batch_heatmaps.reshape((batch_size, num_joints, -1))
+  idx = np.argmax(heatmaps_reshaped, 2)
+  maxvals = np.amax(heatmaps_reshaped, 2).reshape((batch_size, num_joints, 1))
+  idx = idx.reshape((batch_size, num_joints, 1))
+  preds = np.tile(idx, (1, 1, 2)).astype(np.float32)
+  preds[:, :, 0] = (preds[:, :, 0]) % width
+  preds[:, :, 1] = np.floor((preds[:, :, 1]) / width)
+  pred_mask = np.tile(np.greater(maxvals, 0.0), (1, 1, 2)).astype(np.float32)
+  return preds * pred_mask, maxvals
+
+
+def get_final_preds(batch_heatmaps, center, scale, post_process=True):
+  coords, maxvals = get_max_preds(batch_heatmaps)
+  heatmap_height, heatmap_width = batch_heatmaps.shape[2], batch_heatmaps.shape[3]
+  if post_process:
+    for n in range(coords.shape[0]):
+      for p in range(coords.shape[1]):
+        hm = batch_heatmaps[n][p]
+        px = int(np.floor(coords[n][p][0] + 0.5))
+        py = int(np.floor(coords[n][p][1] + 0.5))
+        if 1 < px < heatmap_width - 1 and 1 < py < heatmap_height - 1:
+          diff = np.array([hm[py][px + 1] - hm[py][px - 1], hm[py + 1][px] - hm[py - 1][px]])
+          coords[n][p] += np.sign(diff) * .25
+  preds = coords.copy()
+  for i in range(coords.shape[0]):
+    preds[i] = transform_preds(coords[i], center[i], scale[i], [heatmap_width, heatmap_height])
+  return preds, maxvals
+
+
+def flip_back(output_flipped, matched_parts):
+  output_flipped = output_flipped[:, :, :, ::-1].copy()
+  for pair in matched_parts:
+    tmp = output_flipped[:, pair[0], :, :].copy()
+    output_flipped[:, pair[0], :, :] = output_flipped[:, pair[1], :, :]
+    output_flipped[:, pair[1], :, :] = tmp
+  return output_flipped
+
+
+def dark_taylor(hm, coord):
+  """The DARK authors' taylor() (np.matrix replaced by the same 2x2 algebra)."""
+  heatmap_height, heatmap_width = hm.shape
+  px, py = int(coord[0]), int(coord[1])
+  if 1 < px < heatmap_width - 2 and 1 < py < heatmap_height - 2:
+    dx = 0.5 * (hm[py][px + 1] - hm[py][px - 1])
+    dy = 0.5 * (hm[py + 1][px] - hm[py - 1][px])
+    dxx = 0.25 * (hm[py][px + 2] - 2 * hm[py][px] + hm[py][px - 2])
+    dxy = 0.25 * (hm[py + 1][px + 1] - hm[py - 1][px + 1] - hm[py + 1][px - 1]
+                  + hm[py - 1][px - 1])
+    dyy = 0.25 * (hm[py + 2 * 1][px] - 2 * hm[py][px] + hm[py - 2 * 1][px])
+    derivative = np.array([[dx], [dy]])
+    hessian = np.array([[dxx, dxy], [dxy, dyy]])
+    if dxx * dyy - dxy ** 2 != 0:
+      offset = -np.linalg.inv(hessian) @ derivative
+      coord = coord + offset[:, 0]
+  return coord
+
+
+def dark_gaussian_blur(hm, kernel):
+  border = (kernel - 1) // 2
+  batch_size, num_joints, height, width = hm.shape
+  for i in range(batch_size):
+    for j in range(num_joints):
+      origin_max = np.max(hm[i, j])
+      dr = np.zeros((height + 2 * border, width + 2 * border))
+      dr[border: -border, border: -border] = hm[i, j].copy()
+      dr = cv2.GaussianBlur(dr, (kernel, kernel), 0)
+      hm[i, j] = dr[border: -border, border: -border].copy()
+      hm[i, j] *= origin_max / np.max(hm[i, j])
+  return hm
+
+
+def dark_final_preds(hm, center, scale, blur_kernel=11):
+  coords, maxvals = get_max_preds(hm)
+  heatmap_height, heatmap_width = hm.shape[2], hm.shape[3]
+  hm = dark_gaussian_blur(hm.astype(np.float64).copy(), blur_kernel)
+  hm = np.log(np.maximum(hm, 1e-10))
+  coords = coords.astype(np.float64)
+  for n in range(coords.shape[0]):
+    for p in range(coords.shape[1]):
+      coords[n, p] = dark_taylor(hm[n][p], coords[n][p])
+  preds = coords.copy()
+  for i in range(coords.shape[0]):
+    preds[i] = transform_preds(coords[i], center[i], scale[i], [heatmap_width, heatmap_height])
+  return preds, maxvals
+
+
+def oks_iou(g, d, a_g, a_d, sigmas=None, in_vis_thre=None):
+  if not isinstance(sigmas, np.ndarray):
+    sigmas = np.array([.26, .25, .25, .35, .35, .79, .79, .72, .72, .62, .62, 1.07, 1.07, .87,
+                       .87, .89, .89]) / 10.0
+  variances = (sigmas * 2) ** 2
+  xg, yg, vg = g[0::3], g[1::3], g[2::3]
+  ious = np.zeros((d.shape[0]))
+  for n_d in range(0, d.shape[0]):
+    xd, yd, vd = d[n_d, 0::3], d[n_d, 1::3], d[n_d, 2::3]
+    dx, dy = xd - xg, yd - yg
+    e = (dx ** 2 + dy ** 2) / variances / ((a_g + a_d[n_d]) / 2 + np.spacing(1)) / 2
+    if in_vis_thre is not None:
+      ind = list(vg > in_vis_thre) and list(vd > in_vis_thre)
+      e = e[ind]
+    ious[n_d] = np.sum(np.exp(-e)) / e.shape[0] if e.shape[0] != 0 else 0.0
+  return ious
+
+
+def oks_nms(kpts, scores, areas, thresh, sigmas=None, in_vis_thre=None):
+  kpts = kpts.reshape(len(kpts), -1)
+  order = scores.argsort()[::-1]
+  keep = []
+  while order.size > 0:
+    i = order[0]
+    keep.append(i)
+    oks_ovr = oks_iou(kpts[i], kpts[order[1:]], areas[i], areas[order[1:]], sigmas, in_vis_thre)
+    inds = np.where(oks_ovr <= thresh)[0]
+    order = order[inds + 1]
+  return keep
+
+
+def soft_oks_nms(kpts, scores, areas, thresh, sigmas=None, in_vis_thre=None):
+  kpts = kpts.reshape(len(kpts), -1)
+  order = scores.argsort()[::-1]
+  scores = scores[order]
+  max_dets = 20
+  keep = np.zeros(max_dets, dtype=np.intp)
+  keep_cnt = 0
+  while order.size > 0 and keep_cnt < max_dets:
+    i = order[0]
+    oks_ovr = oks_iou(kpts[i], kpts[order[1:]], areas[i], areas[order[1:]], sigmas, in_vis_thre)
+    order = order[1:]
+    scores = scores[1:] * np.exp(-oks_ovr ** 2 / thresh)
+    tmp = scores.argsort()[::-1]
+    order = order[tmp]
+    scores = scores[tmp]
+    keep[keep_cnt] = i
+    keep_cnt += 1
+  return list(keep[:keep_cnt])
