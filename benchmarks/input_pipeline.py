@@ -29,7 +29,7 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or '.') != _HERE]
 sys.path.insert(0, os.path.join(_HERE, '..', 'tests'))
 import official_reference as official  # noqa: E402  (the official loader, transcribed)
 
-from hrnet_jax import config_lib, keypoints as kp  # noqa: E402
+from hrnet_jax import config_lib  # noqa: E402
 from input_pipeline import coco, pipeline, synthetic, transforms  # noqa: E402
 
 _NUM_IMAGES = flags.DEFINE_integer('num_images', 200, 'Synthetic JPEGs to read.')

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from typing import Mapping
 
 import jax
 import numpy as np
@@ -71,7 +71,3 @@ def check_batch_size(global_batch_size: int) -> None:
     raise ValueError(f'config.batch_size {global_batch_size} does not split over '
                      f'{jax.device_count()} devices; use a multiple of {jax.device_count()}')
 
-
-def replicate(tree: Any, mesh: Mesh) -> Any:
-  """Places a host pytree on every device."""
-  return jax.device_put(tree, replicated(mesh))

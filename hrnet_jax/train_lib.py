@@ -118,21 +118,6 @@ def write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
     tf.io.gfile.rename(path + '.tmp', path, overwrite=True)
 
 
-def load_config(workdir: str) -> ml_collections.ConfigDict:
-  """The config a training run wrote into ``workdir``."""
-  path = os.path.join(workdir, CONFIG_FILE)
-  if not tf.io.gfile.exists(path):
-    raise FileNotFoundError(f'{path} not found: is {workdir} the --workdir of a training run?')
-  with tf.io.gfile.GFile(path) as f:
-    data = json.load(f)
-
-  def tuples(x):  # JSON turned the config's tuples into lists
-    if isinstance(x, dict):
-      return {k: tuples(v) for k, v in x.items()}
-    return tuple(tuples(v) for v in x) if isinstance(x, list) else x
-  return ml_collections.ConfigDict(tuples(data))
-
-
 def initial_variables(config: ml_collections.ConfigDict, variables: dict) -> dict:
   """``config.init_from``: converted weights (a folder), an official .pth, or an ImageNet one."""
   path = config.init_from
@@ -140,12 +125,14 @@ def initial_variables(config: ml_collections.ConfigDict, variables: dict) -> dic
     return variables
   if tf.io.gfile.isdir(path):
     loaded = checkpoints.restore_variables(path, config.model)
-  elif weights.is_classification_checkpoint(weights.read_state_dict(path)):
-    loaded, report = weights.load_pretrained_backbone(path, config.model, variables)
-    logging.info('init_from %s: backbone loaded; %d head variables as initialised',
-                 path, len(report['kept']))
   else:
-    loaded = weights.load_torch_checkpoint(path, config.model)
+    state = weights.read_state_dict(path)
+    backbone = weights.is_classification_checkpoint(state)
+    loaded, _ = weights.state_dict_to_variables(
+        state, config.model, source=path,
+        prefixes=weights.BACKBONE_PREFIXES if backbone else None,
+        base=variables if backbone else None)
+    logging.info('init_from %s: %s', path, 'backbone only' if backbone else 'all variables')
   return {'params': loaded['params'], 'batch_stats': loaded['batch_stats']}
 
 
@@ -195,7 +182,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   write_config(config, workdir)
 
   # Input.
-  num_instances = datasets.num_train_instances(config)
+  data_source = datasets.TrainingData(config)
+  num_instances = data_source.num_instances
   steps_per_epoch = -(-num_instances // config.batch_size)
   total_steps = (config.num_train_steps if config.num_train_steps > 0
                  else config.optim.num_epochs * steps_per_epoch)
@@ -243,9 +231,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   update = jax.jit(train_step, in_shardings=(rep, data, rep), out_shardings=(rep, rep),
                    donate_argnums=(0,))
   writer = tf.summary.create_file_writer(workdir) if is_main else None
-  stream = datasets.train_batches(config, start_step=start_step,
-                                  process_index=jax.process_index(),
-                                  process_count=jax.process_count())
+  stream = data_source.batches(start_step=start_step, process_index=jax.process_index(),
+                               process_count=jax.process_count())
   if is_main:
     print(f'Training {total_steps} steps ({steps_per_epoch} per epoch of {num_instances} '
           f'people, global batch {config.batch_size} on {jax.device_count()} device(s), '
@@ -268,9 +255,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             f'(step {saved_step}) is kept. Lower config.optim.learning_rate (now '
             f'{config.optim.learning_rate}) or check the data of step {step}.')
       last_loss = loss
-    result = {k: float(v) for k, v in pending[-1][1].items()} if pending else {}
     pending.clear()
-    return result.get('loss', last_loss)
+    return last_loss
 
   with _Preemption() as preemption:
     for step in range(start_step, total_steps):

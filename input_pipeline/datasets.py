@@ -51,34 +51,34 @@ def dataset_root(config: ml_collections.ConfigDict) -> str:
   return root
 
 
-def train_instances(config: ml_collections.ConfigDict) -> coco.Instances:
-  """The training people of a folder or synthetic source."""
-  spec = pipeline.SampleSpec.from_config(config)
-  return coco.load_ground_truth(dataset_root(config), config.dataset.train_split,
-                                aspect_ratio=spec.aspect_ratio,
-                                padding=config.dataset.box_padding)
+class TrainingData:
+  """The training people of a config's source, read once: their count and their batches."""
 
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.config = config
+    self.spec = pipeline.SampleSpec.from_config(config)
+    d = config.dataset
+    if d.source == 'tfds':
+      builder = tfds_source.load_builder(d.tfds_data_dir)
+      tfds_source._check_split(builder, d.train_split)
+      self.instances = None
+      self.num_instances = int(tfds_source.people_per_example(builder)[d.train_split].sum())
+    else:
+      self.instances = coco.load_ground_truth(dataset_root(config), d.train_split,
+                                              aspect_ratio=self.spec.aspect_ratio,
+                                              padding=d.box_padding)
+      self.num_instances = len(self.instances)
 
-def num_train_instances(config: ml_collections.ConfigDict) -> int:
-  """How many people one training epoch holds (all processes together)."""
-  if config.dataset.source == 'tfds':
-    builder = tfds_source.load_builder(config.dataset.tfds_data_dir)
-    tfds_source._check_split(builder, config.dataset.train_split)
-    return int(tfds_source.people_per_example(builder)[config.dataset.train_split].sum())
-  return len(train_instances(config))
-
-
-def train_batches(config: ml_collections.ConfigDict, *, start_step: int, process_index: int,
-                  process_count: int) -> Iterator[dict[str, np.ndarray]]:
-  """numpy batches of this process's share of every global batch, from ``start_step`` on."""
-  spec = pipeline.SampleSpec.from_config(config)
-  if config.dataset.source == 'tfds':
-    ds = tfds_source.train_dataset(
-        config.dataset.tfds_data_dir, config.dataset.train_split, spec, config.batch_size,
-        seed=config.seed, start_step=start_step, process_index=process_index,
-        process_count=process_count)
-    return ds.as_numpy_iterator()
-  return pipeline.TrainIterator(
-      train_instances(config), spec, config.batch_size, seed=config.seed,
-      start_step=start_step, process_index=process_index, process_count=process_count,
-      skip_bad_images=config.dataset.skip_bad_images)
+  def batches(self, *, start_step: int, process_index: int,
+              process_count: int) -> Iterator[dict[str, np.ndarray]]:
+    """numpy batches of this process's share of every global batch, from ``start_step`` on."""
+    c = self.config
+    if self.instances is None:
+      ds = tfds_source.train_dataset(
+          c.dataset.tfds_data_dir, c.dataset.train_split, self.spec, c.batch_size, seed=c.seed,
+          start_step=start_step, process_index=process_index, process_count=process_count)
+      return ds.as_numpy_iterator()
+    return pipeline.TrainIterator(
+        self.instances, self.spec, c.batch_size, seed=c.seed, start_step=start_step,
+        process_index=process_index, process_count=process_count,
+        skip_bad_images=c.dataset.skip_bad_images)

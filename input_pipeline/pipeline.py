@@ -191,7 +191,7 @@ def eval_dataset(instances: Instances, spec: SampleSpec, global_batch: int, *,
   mine = rows[(rows % global_batch >= offset) & (rows % global_batch < offset + local)]
   table = _instance_tensors(instances)
   extras = {'score': tf.constant(instances.scores, tf.float32),
-            'image_id': tf.constant(instances.image_ids, tf.int64),
+            'image_id': table['image_id'],
             'area': tf.constant(instances.areas, tf.float32)}
 
   def make_sample(row):

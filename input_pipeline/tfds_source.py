@@ -25,7 +25,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from hrnet_jax import keypoints as kp
-from input_pipeline import coco, pipeline, transforms
+from input_pipeline import coco, pipeline
 
 AUTOTUNE = tf.data.AUTOTUNE
 NAME = 'person_keypoints'

@@ -65,7 +65,8 @@ def _inverse(matrix) -> tf.Tensor:
 def _bucket_rows(n: tf.Tensor) -> tf.Tensor:
   """The smallest of 1024 x 2^(k/2) rows (rounded up to 1024) that holds ``n`` rows."""
   n = tf.cast(tf.maximum(n, 1024), tf.float64)
-  bucket = tf.pow(tf.constant(2.0, tf.float64), tf.math.ceil(2.0 * tf.math.log(n) / math.log(2.0) - 1e-9) / 2.0)
+  half_octaves = tf.math.ceil(2.0 * tf.math.log(n) / math.log(2.0) - 1e-9)
+  bucket = tf.pow(tf.constant(2.0, tf.float64), half_octaves / 2.0)
   return tf.cast(tf.math.ceil(tf.maximum(bucket, n) / 1024.0) * 1024.0, tf.int32)
 
 

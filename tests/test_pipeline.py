@@ -13,7 +13,7 @@ from pycocotools.cocoeval import COCOeval
 
 from conftest import REPO
 from hrnet_jax import keypoints as kp
-from input_pipeline import coco, pipeline, synthetic
+from input_pipeline import coco, pipeline
 
 SPEC = pipeline.SampleSpec((96, 128), (24, 32), 2.0, kp.COCO_FLIP_PAIRS, kp.COCO_UPPER_BODY_IDS)
 BATCH = 8

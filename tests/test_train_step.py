@@ -37,3 +37,35 @@ def test_train_steps_lower_the_loss_on_a_fixed_batch(small_model_config):
   assert int(state.step) == 6
   assert float(metrics['loss']) < 0.9 * float(first['loss'])
   assert np.isfinite(float(metrics['grad_norm']))
+
+
+def test_init_from_reads_a_pose_pth_an_imagenet_pth_and_a_converted_folder(tmp_path):
+  import os
+  from conftest import OFFICIAL, REFERENCE, small_config
+  from hrnet_jax import checkpoints, config_lib, weights
+
+  def config_for(model_config, path):
+    config = config_lib.topdown_config(width=4, image_size=(64, 64), sigma=2, batch_size=2,
+                                       test_batch_size=2)
+    config.model, config.init_from = model_config, path
+    return config
+
+  def init(model_config):
+    return jax.jit(lambda: models.PoseHRNet(model_config).init(
+        jax.random.key(0), jnp.zeros((1, 64, 64, 3)), train=False))()
+
+  pose_config = small_config()
+  pose_pth = os.path.join(OFFICIAL, 'small_hrnet.pth')
+  expected = weights.load_torch_checkpoint(pose_pth, pose_config)
+  got = train_lib.initial_variables(config_for(pose_config, pose_pth), init(pose_config))
+  jax.tree.map(np.testing.assert_array_equal, got, expected)
+  folder = checkpoints.save_variables(tmp_path / 'converted', expected)
+  got = train_lib.initial_variables(config_for(pose_config, folder), init(pose_config))
+  jax.tree.map(np.testing.assert_array_equal, got, expected)
+
+  w4 = models.pose_hrnet_config(4, num_blocks=1, num_modules=(1, 1, 1))
+  imagenet = os.path.join(REFERENCE, 'imagenet_style_w4.pth')
+  base = init(w4)
+  expected, _ = weights.load_pretrained_backbone(imagenet, w4, base)
+  got = train_lib.initial_variables(config_for(w4, imagenet), base)
+  jax.tree.map(np.testing.assert_array_equal, got, dict(expected))
