@@ -7,6 +7,7 @@ import json
 import os
 from typing import Any, Mapping
 
+from etils import epath
 import flax
 import jax
 import ml_collections
@@ -52,11 +53,21 @@ def restore_variables(directory: str | os.PathLike,
   if not os.path.isdir(path):
     raise FileNotFoundError(f'no checkpoint at {directory} (expected a directory written by '
                             f'launch/convert_weights.py or training)')
-  checkpointer = ocp.StandardCheckpointer()
+  _, target = _checked_target(path, model_config)
+  return ocp.StandardCheckpointer().restore(path, target)
+
+
+def _checked_target(path: str, model_config: ml_collections.ConfigDict,
+                    ignore: tuple[str, ...] = ()) -> tuple[Any, dict[str, Any]]:
+  """The on-disk tree metadata at ``path`` and the model's variable shapes, checked equal.
+
+  Top-level entries named in ``ignore`` (optimizer state, step, RNG) are not compared.
+  """
   try:
-    on_disk = _flat_shapes(checkpointer.metadata(path).item_metadata.tree)
+    on_disk_tree = ocp.StandardCheckpointHandler().metadata(epath.Path(path)).tree
   except Exception as e:  # orbax raises several types for a directory that is not its own
     raise ValueError(f'{path} is not an orbax checkpoint of model variables: {e}') from e
+  on_disk = _flat_shapes({k: v for k, v in on_disk_tree.items() if k not in ignore})
   target = weights.variable_shapes(model_config)
   target = {k: target.get(k, {}) for k in ('params', 'batch_stats')}
   wanted = _flat_shapes(target)
@@ -66,10 +77,12 @@ def restore_variables(directory: str | os.PathLike,
                if on_disk[k] != wanted[k]]
   if missing or unexpected or misshaped:
     raise weights.CheckpointMismatchError(path, missing, unexpected, misshaped)
-  return checkpointer.restore(path, target)
+  return on_disk_tree, target
 
 
 CHECKPOINTS_DIR = 'checkpoints'
+BEST_DIR = 'best'  # the best checkpoint by val AP: {'params', 'batch_stats'} and its metrics
+_TRAIN_ONLY = ('opt_state', 'step', 'rng')
 
 
 def train_checkpoint_manager(workdir: str, keep: int) -> ocp.CheckpointManager:
@@ -98,3 +111,64 @@ def restore_train_state(manager: ocp.CheckpointManager, step: int,
   restored = manager.restore(step, args=ocp.args.Composite(
       state=ocp.args.StandardRestore(abstract_tree), meta=ocp.args.JsonRestore()))
   return restored['state'], dict(restored['meta'] or {})
+
+
+def saved_metadata(manager: ocp.CheckpointManager, step: int) -> dict[str, Any]:
+  """The JSON metadata saved with ``step`` by ``save_train_state``."""
+  restored = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+  return dict(restored['meta'] or {})
+
+
+def best_checkpoint_manager(workdir: str) -> ocp.CheckpointManager:
+  """The best-by-AP checkpoint of a run in ``workdir/best/<step>/`` (only the last one kept).
+
+  A new best is complete on disk before the previous one is deleted.
+  """
+  options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True,
+                                         enable_async_checkpointing=False)
+  return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), BEST_DIR), options=options)
+
+
+def run_checkpoint_steps(workdir: str, which: str = CHECKPOINTS_DIR) -> list[int]:
+  """The complete checkpoint steps of a run's ``checkpoints`` (or ``best``) folder."""
+  folder = os.path.join(os.path.abspath(workdir), which)
+  if not os.path.isdir(folder):
+    return []
+  return sorted(int(name) for name in os.listdir(folder)
+                if name.isdigit() and os.path.isdir(os.path.join(folder, name, 'state')))
+
+
+def restore_run_variables(workdir: str, checkpoint: str, model_config: ml_collections.ConfigDict,
+                          sharding: jax.sharding.Sharding) -> tuple[dict[str, Any], int, dict]:
+  """{'params', 'batch_stats'} of a training run, placed with ``sharding``; step; metadata.
+
+  ``checkpoint`` is 'latest', 'best' or a step number. The shapes are checked against
+  ``model_config`` first. Any device layout can restore what any other saved.
+  """
+  which = BEST_DIR if checkpoint == 'best' else CHECKPOINTS_DIR
+  steps = run_checkpoint_steps(workdir, which)
+  folder = os.path.join(os.path.abspath(workdir), which)
+  if not steps:
+    raise FileNotFoundError(f'no checkpoint in {folder}' + (
+        ' (the best checkpoint is written by evaluations during training)'
+        if which == BEST_DIR else ' (is --workdir a launch/train.py run folder?)'))
+  if checkpoint in ('latest', 'best'):
+    step = steps[-1]
+  elif checkpoint.isdigit() and int(checkpoint) in steps:
+    step = int(checkpoint)
+  else:
+    raise FileNotFoundError(f'no checkpoint {checkpoint!r} in {folder}: expected latest, best '
+                            f'or one of the steps {steps}')
+  path = os.path.join(folder, str(step), 'state')
+  _, target = _checked_target(path, model_config, ignore=_TRAIN_ONLY)
+  abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
+                          target)
+  restore_args = jax.tree.map(lambda s: ocp.ArrayRestoreArgs(sharding=sharding, dtype=s.dtype),
+                              abstract)
+  handler = ocp.PyTreeCheckpointHandler()
+  variables = handler.restore(epath.Path(path),
+                              args=ocp.args.PyTreeRestore(item=abstract, restore_args=restore_args,
+                                                          partial_restore=True))
+  handler.close()
+  meta = ocp.JsonCheckpointHandler().restore(epath.Path(folder) / str(step) / 'meta')
+  return variables, step, dict(meta or {})

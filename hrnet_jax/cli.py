@@ -26,13 +26,20 @@ def run(main: Callable[[list[str]], int | None]) -> None:
       message = e.args[0] if isinstance(e, KeyError) and e.args else e
       print(f'error: {message}', file=sys.stderr)
       return 1
+    except AttributeError as e:  # a bug, not a --config key: keep its traceback
+      raise RuntimeError(f'internal error: {e}') from e
 
   try:
     app.run(wrapped)
   except AttributeError as e:  # ml_collections: --config.KEY for a key that does not exist
-    cause: BaseException = e
-    while cause.args and isinstance(cause.args[0], BaseException):
-      cause = cause.args[0]
-    text = str(cause.args[0] if cause.args else cause).replace('\n', '; ')
-    print(f'error: a --config key in the command line does not exist: {text}', file=sys.stderr)
-    sys.exit(2)
+    exit_unknown_config_key(e)
+
+
+def exit_unknown_config_key(error: AttributeError) -> None:
+  """Prints ml_collections' error for a --config.KEY that does not exist; exits with 2."""
+  cause: BaseException = error
+  while cause.args and isinstance(cause.args[0], BaseException):
+    cause = cause.args[0]
+  text = str(cause.args[0] if cause.args else cause).replace('\n', '; ')
+  print(f'error: a --config key in the command line does not exist: {text}', file=sys.stderr)
+  sys.exit(2)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Any, Mapping
 
 import ml_collections
+import tensorflow as tf
 
 from hrnet_jax import models
 
@@ -73,6 +76,9 @@ def topdown_config(*, width: int, image_size: tuple[int, int], sigma: float,
   config.seed = 0
   config.num_train_steps = -1  # > 0 overrides optim.num_epochs
   config.checkpoint_every_steps = 1000
+  # OKS AP on the val split (the eval job's code) every N steps and at the end; the best
+  # checkpoint by AP is kept in workdir/best/. 0: at the end only; -1: never.
+  config.eval_every_steps = 5000
   config.keep_checkpoints = 3
   config.log_every_steps = 100
   config.init_from = ''  # converted official weights or an ImageNet-pretrained .pth
@@ -95,3 +101,28 @@ def override(config: ml_collections.ConfigDict,
         node = node[part]
     node[parts[-1]] = value
   return config
+
+
+CONFIG_FILE = 'config.json'  # a run's config, written into its workdir by launch/train.py
+
+
+def _tuples(value: Any) -> Any:
+  if isinstance(value, dict):
+    return {k: _tuples(v) for k, v in value.items()}
+  if isinstance(value, list):
+    return tuple(_tuples(v) for v in value)
+  return value
+
+
+def load_saved_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a training run saved in ``workdir/config.json`` (JSON lists as tuples)."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not tf.io.gfile.exists(path):
+    raise FileNotFoundError(f'{path} not found: --workdir must be a launch/train.py run folder '
+                            f'(or pass --config=FILE, e.g. with --init_from=CONVERTED_WEIGHTS)')
+  with tf.io.gfile.GFile(path) as f:
+    try:
+      saved = json.load(f)
+    except json.JSONDecodeError as e:
+      raise ValueError(f'{path} is not valid JSON: {e}') from e
+  return ml_collections.ConfigDict(_tuples(saved))

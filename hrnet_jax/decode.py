@@ -116,20 +116,34 @@ def dark_coordinates(heatmaps, coords, blur_kernel: int = 11) -> np.ndarray:
   return coords
 
 
+DECODERS = ('official', 'dark')
+
+
+def check_decoder(decoder: str) -> None:
+  """Raises ``ValueError`` unless ``decoder`` is one of ``DECODERS``."""
+  if decoder not in DECODERS:
+    raise ValueError(f'decoder {decoder!r}: expected one of {DECODERS}')
+
+
+def heatmap_coordinates(heatmaps, post_process: bool = True) -> tuple[jax.Array, jax.Array]:
+  """Heatmap-pixel (x, y) of each joint and its maxval (jittable): argmax, quarter offset."""
+  coords, maxvals = argmax_coordinates(heatmaps)
+  if post_process:
+    coords = quarter_offset(heatmaps, coords)
+  return coords, maxvals
+
+
 def heatmaps_to_keypoints(heatmaps_nhwc, center, scale, post_process: bool = True,
                           decoder: str = 'official') -> tuple[np.ndarray, np.ndarray]:
   """The official ``get_final_preds``: (N, K, 2) image coordinates and (N, K, 1) maxvals.
 
   ``decoder='dark'`` replaces the quarter offset with DARK.
   """
+  check_decoder(decoder)
   heatmaps = jnp.asarray(heatmaps_nhwc)
-  coords, maxvals = argmax_coordinates(heatmaps)
+  coords, maxvals = heatmap_coordinates(heatmaps, post_process and decoder == 'official')
   if decoder == 'dark':
     coords = dark_coordinates(heatmaps, coords)
-  elif decoder != 'official':
-    raise ValueError(f"decoder {decoder!r}: expected 'official' or 'dark'")
-  elif post_process:
-    coords = quarter_offset(heatmaps, coords)
   h, w = heatmaps.shape[1:3]
   image = to_image_coordinates(np.asarray(coords), center, scale, (w, h))
   return image, np.asarray(maxvals)[..., None]

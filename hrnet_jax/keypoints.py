@@ -48,6 +48,9 @@ MPII_KEYPOINT_NAMES: tuple[str, ...] = (
 MPII_FLIP_PAIRS: tuple[tuple[int, int], ...] = (
     (0, 5), (1, 4), (2, 3), (10, 15), (11, 14), (12, 13))
 
+# The official MPII half-body split: thorax, neck, head and arms.
+MPII_UPPER_BODY_IDS: tuple[int, ...] = (7, 8, 9, 10, 11, 12, 13, 14, 15)
+
 MPII_SKELETON: tuple[tuple[int, int], ...] = (
     (0, 1), (1, 2), (2, 6), (6, 3), (3, 4), (4, 5), (6, 7), (7, 8), (8, 9),
     (7, 12), (12, 11), (11, 10), (7, 13), (13, 14), (14, 15))
@@ -61,3 +64,14 @@ def flip_permutation(num_joints: int, flip_pairs) -> np.ndarray:
       raise ValueError(f'flip pair {(a, b)} is out of range for {num_joints} joints')
     perm[a], perm[b] = b, a
   return perm
+
+
+def skeleton_for(num_joints: int) -> dict[str, tuple]:
+  """The flip pairs, upper-body ids and limbs of the COCO (17) or MPII (16) skeleton."""
+  if num_joints == len(COCO_KEYPOINT_NAMES):
+    return {'flip_pairs': COCO_FLIP_PAIRS, 'upper_body_ids': COCO_UPPER_BODY_IDS,
+            'limbs': COCO_SKELETON}
+  if num_joints == len(MPII_KEYPOINT_NAMES):
+    return {'flip_pairs': MPII_FLIP_PAIRS, 'upper_body_ids': MPII_UPPER_BODY_IDS,
+            'limbs': MPII_SKELETON}
+  raise ValueError(f'no skeleton for {num_joints} joints: expected 17 (COCO) or 16 (MPII)')

@@ -20,9 +20,8 @@ import optax
 from flax.training import train_state
 import tensorflow as tf
 
-from hrnet_jax import checkpoints, losses, models, sharding, weights
+from hrnet_jax import checkpoints, config_lib, eval_lib, losses, models, sharding, weights
 
-CONFIG_FILE = 'config.json'
 
 
 class TrainState(train_state.TrainState):
@@ -101,7 +100,7 @@ def _lookup(config: dict, dotted: str):
 
 def write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Writes ``workdir/config.json``; refuses a workdir saved with another model shape."""
-  path = os.path.join(workdir, CONFIG_FILE)
+  path = os.path.join(workdir, config_lib.CONFIG_FILE)
   new = json.loads(config.to_json_best_effort())
   if tf.io.gfile.exists(path):
     with tf.io.gfile.GFile(path) as f:
@@ -227,6 +226,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         'step': step, 'loss': loss, 'instances': step * config.batch_size,
         'skipped_images': getattr(stream, 'skipped', 0), 'time': time.time()})
 
+  # Periodic evaluation with the eval job's code; the best checkpoint by AP in workdir/best/.
+  best_manager = checkpoints.best_checkpoint_manager(workdir)
+  best_ap = _best_ap(best_manager)
+  evaluator = eval_lib.Evaluator(config, mesh) if config.eval_every_steps >= 0 else None
+
+  def evaluate(step: int) -> None:
+    nonlocal best_ap
+    variables = {'params': state.params, 'batch_stats': state.batch_stats}
+    metrics = evaluator.evaluate(variables, workdir, step=step, writer=writer)
+    if metrics['AP'] > best_ap:
+      best_ap = metrics['AP']
+      checkpoints.save_train_state(best_manager, step, variables, {'step': step, **metrics})
+      if is_main:
+        print(f'New best AP {best_ap:.4f} at step {step}: saved in {best_manager.directory}',
+              flush=True)
+
   # Update step: a pure function, jitted over the mesh; the old state's buffers are reused.
   update = jax.jit(train_step, in_shardings=(rep, data, rep), out_shardings=(rep, rep),
                    donate_argnums=(0,))
@@ -290,10 +305,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         loss = fetch()
         save(done, loss, stream)
         saved_step = done
+      every = config.eval_every_steps
+      if not preempted and every >= 0 and (
+          done == total_steps or (every > 0 and done % every == 0)):
+        evaluate(done)
+        timer_start, timer_steps = time.time(), done  # the speed excludes evaluations
       if preempted:
         if is_main:
           print(f'SIGTERM: saved the checkpoint of step {saved_step}; exiting. Re-run the same '
                 f'command to resume.', flush=True)
         break
   manager.close()
+  best_manager.close()
   return state
+
+
+def _best_ap(best_manager) -> float:
+  """The AP of the best checkpoint saved so far (-1 when there is none)."""
+  step = best_manager.latest_step()
+  return -1.0 if step is None else float(checkpoints.saved_metadata(best_manager, step)['AP'])

@@ -44,10 +44,11 @@ class SampleSpec:
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> 'SampleSpec':
-    """Reads config.dataset and config.augment (COCO joints)."""
+    """Reads config.dataset and config.augment (COCO or MPII joints, by model.num_joints)."""
     d, a = config.dataset, config.augment
-    return cls(tuple(d.image_size), tuple(d.heatmap_size), float(d.sigma), kp.COCO_FLIP_PAIRS,
-               kp.COCO_UPPER_BODY_IDS, a.scale_factor, a.rotation_factor, a.rotation_prob,
+    skeleton = kp.skeleton_for(config.model.num_joints)
+    return cls(tuple(d.image_size), tuple(d.heatmap_size), float(d.sigma),
+               skeleton['flip_pairs'], skeleton['upper_body_ids'], a.scale_factor, a.rotation_factor, a.rotation_prob,
                a.flip, a.half_body_prob, a.num_joints_half_body)
 
   @property

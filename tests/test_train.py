@@ -3,7 +3,9 @@
 Every run is a real subprocess (its own JAX devices and signals) on the synthetic folder.
 """
 
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -17,10 +19,11 @@ import pytest
 import tensorflow as tf
 
 from conftest import REPO
-from hrnet_jax import models
+from hrnet_jax import models, weights
 import tiny_config
 
 TRAIN = os.path.join(REPO, 'launch', 'train.py')
+EVAL = os.path.join(REPO, 'launch', 'eval.py')
 TINY = os.path.join(REPO, 'tests', 'tiny_config.py')
 PARAM_TOL = 1e-6  # the acceptance list's bound for a resumed run against an uninterrupted one
 
@@ -44,13 +47,17 @@ def train(workdir, root, *extra, devices=1, expect=0):
   return result
 
 
-def params(workdir, step):
-  """The params saved at ``step``, as numpy (whatever device layout saved them)."""
+def saved_tree(workdir, step):
+  """The tree saved at ``step``, as numpy (whatever device layout saved it)."""
   path = os.path.join(workdir, 'checkpoints', str(step), 'state')
   checkpointer = ocp.StandardCheckpointer()
   layout = checkpointer.metadata(path).item_metadata.tree
-  target = jax.tree.map(lambda m: np.zeros(m.shape, m.dtype), layout)
-  return checkpointer.restore(path, target)['params']
+  return checkpointer.restore(path, jax.tree.map(lambda m: np.zeros(m.shape, m.dtype), layout))
+
+
+def params(workdir, step):
+  """The params saved at ``step``."""
+  return saved_tree(workdir, step)['params']
 
 
 def assert_params_close(a, b, atol, rtol=0.0):
@@ -62,23 +69,29 @@ def assert_params_close(a, b, atol, rtol=0.0):
                                rtol=rtol, err_msg=str(k))
 
 
-def losses(workdir):
+def scalars(workdir, tag='train/loss'):
+  """{step: value} of a TensorBoard scalar in the event files of ``workdir``."""
   values = {}
   for name in os.listdir(workdir):
     if name.startswith('events.out.tfevents'):
       for event in tf.compat.v1.train.summary_iterator(os.path.join(workdir, name)):
         for value in event.summary.value:
-          if value.tag == 'train/loss':
+          if value.tag == tag:
             values[event.step] = float(tf.make_ndarray(value.tensor))
+  return values
+
+
+def losses(workdir):
+  values = scalars(workdir)
   return [values[k] for k in sorted(values)]
 
 
 @pytest.fixture(scope='module')
 def uninterrupted(synthetic_folder, tmp_path_factory):
-  """30 steps on one device, checkpoints every 10: the reference run."""
+  """30 steps on one device, checkpoints and evaluations every 10: the reference run."""
   workdir = str(tmp_path_factory.mktemp('uninterrupted'))
   train(workdir, synthetic_folder, '--config.num_train_steps=30',
-        '--config.checkpoint_every_steps=10')
+        '--config.checkpoint_every_steps=10', '--config.eval_every_steps=10')
   return workdir
 
 
@@ -195,3 +208,70 @@ def test_a_diverging_run_stops_without_checkpointing_bad_params(synthetic_folder
   for step in os.listdir(os.path.join(str(tmp_path), 'checkpoints')):
     for leaf in ocp.tree.to_flat_dict(params(str(tmp_path), step)).values():
       assert np.isfinite(np.asarray(leaf)).all()
+
+
+def test_periodic_evaluation_keeps_the_best_checkpoint_by_ap(uninterrupted):
+  aps = scalars(uninterrupted, 'eval/AP')
+  assert sorted(aps) == [10, 20, 30]
+  with open(os.path.join(uninterrupted, 'eval', 'val_metrics.json')) as f:
+    assert json.load(f)['AP'] == pytest.approx(aps[30], abs=1e-7)
+  best = os.listdir(os.path.join(uninterrupted, 'best'))
+  assert len(best) == 1
+  first_best = min(step for step, ap in aps.items() if ap == max(aps.values()))
+  assert int(best[0]) == first_best
+  with open(os.path.join(uninterrupted, 'best', best[0], 'meta', 'metadata')) as f:
+    assert json.load(f)['AP'] == pytest.approx(max(aps.values()), abs=1e-7)
+
+
+def evaluate(*args, devices=1, expect=0):
+  result = subprocess.run([sys.executable, EVAL, *args], capture_output=True, text=True,
+                          timeout=600, env=environment(devices))
+  assert result.returncode == expect, result.stdout + result.stderr[-3000:]
+  return result
+
+
+def results(workdir):
+  with open(os.path.join(workdir, 'eval', 'val_keypoints_results.json')) as f:
+    return json.load(f)
+
+
+def assert_same_results(a, b, atol):
+  assert [(r['image_id'], r['category_id']) for r in a] == [
+      (r['image_id'], r['category_id']) for r in b]
+  np.testing.assert_allclose([r['keypoints'] for r in a], [r['keypoints'] for r in b], atol=atol)
+  np.testing.assert_allclose([r['score'] for r in a], [r['score'] for r in b], atol=atol)
+
+
+def test_eval_py_reproduces_training_eval_on_any_device_count_and_from_a_pth(
+    uninterrupted, synthetic_folder, tmp_path):
+  during_training = results(uninterrupted)  # the step-30 evaluation of the training run
+  out = evaluate(f'--workdir={uninterrupted}', '--checkpoint=30').stdout
+  assert 'Average Precision' in out and 'step 30' in out
+  assert results(uninterrupted) == during_training  # the same code, the same numbers
+  evaluate(f'--workdir={uninterrupted}', '--checkpoint=latest', devices=4)
+  # Batch 8 split over 4 devices: convolutions sum in another order (float32 noise).
+  assert_same_results(results(uninterrupted), during_training, atol=1e-3)
+
+  # The same weights as an official-layout .pth, through --config and --init_from.
+  tree = saved_tree(uninterrupted, 30)
+  pth = str(tmp_path / 'tiny.pth')
+  weights.save_torch_checkpoint({k: tree[k] for k in ('params', 'batch_stats')}, pth)
+  evaluate(f'--config={TINY}', f'--config.dataset.root={synthetic_folder}',
+           f'--init_from={pth}', f'--workdir={tmp_path / "from_pth"}')
+  assert_same_results(results(str(tmp_path / 'from_pth')), during_training, atol=1e-4)
+
+
+def test_eval_py_clear_errors(uninterrupted, tmp_path):
+  result = evaluate(f'--workdir={uninterrupted}', '--checkpoint=7', expect=1)
+  assert "no checkpoint '7'" in result.stderr and '[10, 20, 30]' in result.stderr
+  empty = tmp_path / 'run'
+  empty.mkdir()
+  shutil.copy(os.path.join(uninterrupted, 'config.json'), empty / 'config.json')
+  result = evaluate(f'--workdir={empty}', expect=1)
+  assert 'error: no checkpoint in' in result.stderr
+  result = evaluate(f'--workdir={empty}', '--checkpoint=best', expect=1)
+  assert 'error: no checkpoint in' in result.stderr and 'best' in result.stderr
+  result = evaluate(f'--workdir={tmp_path / "nowhere"}', expect=1)
+  assert 'config.json not found' in result.stderr
+  result = evaluate(f'--workdir={uninterrupted}', '--config.test.no_such_key=1', expect=2)
+  assert 'no_such_key' in result.stderr

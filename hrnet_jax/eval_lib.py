@@ -1,0 +1,199 @@
+"""The top-down evaluation job: predictions over a val split, COCO results, COCOeval metrics.
+
+Used by ``launch/eval.py`` and by the periodic evaluation of ``train_lib.train_and_evaluate``.
+The forward pass, flip test and heatmap decoding run under one ``jax.jit`` over the data
+mesh; the map to image pixels, rescoring, OKS NMS and COCOeval run on the host in float64,
+as the official code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, Callable, Iterable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import tensorflow as tf
+
+from hrnet_jax import decode, evaluation, models, sharding
+from hrnet_jax import keypoints as kp
+
+EVAL_DIR = 'eval'
+_BATCH_KEYS = ('image', 'center', 'scale', 'score', 'image_id', 'mask')
+
+
+def make_predict_fn(config: ml_collections.ConfigDict,
+                    mesh: jax.sharding.Mesh) -> Callable[[Any, dict], dict]:
+  """A jitted (variables, global batch) -> heatmap coordinates, maxvals and the batch's boxes.
+
+  The outputs are replicated, so every process can read all of them. With the DARK decoder
+  the merged heatmaps come back too (DARK runs on the host, as its authors' code).
+  """
+  model = models.create_model(config.model)
+  test = config.test
+  decode.check_decoder(test.decoder)
+  pairs = kp.skeleton_for(config.model.num_joints)['flip_pairs'] if test.flip_test else ()
+
+  def predict(variables, batch):
+    heatmaps = model.apply(variables, batch['image'], train=False).astype(jnp.float32)
+    if test.flip_test:
+      flipped = model.apply(variables, batch['image'][:, :, ::-1], train=False)
+      heatmaps = decode.merge_flip_test(heatmaps, flipped.astype(jnp.float32), pairs,
+                                        shift=test.shift_heatmap)
+    coords, maxvals = decode.heatmap_coordinates(
+        heatmaps, test.post_process and test.decoder == 'official')
+    out = {k: batch[k] for k in _BATCH_KEYS if k != 'image'}
+    out.update(coords=coords, maxvals=maxvals)
+    if test.decoder == 'dark':
+      out['heatmaps'] = heatmaps
+    return out
+
+  return jax.jit(predict, in_shardings=(sharding.replicated(mesh), sharding.batch_sharded(mesh)),
+                 out_shardings=sharding.replicated(mesh))
+
+
+def predict_keypoints(config: ml_collections.ConfigDict, variables: Any,
+                      batches: Iterable[dict[str, np.ndarray]], mesh: jax.sharding.Mesh,
+                      predict: Callable[[Any, dict], dict] | None = None
+                      ) -> dict[str, np.ndarray]:
+  """Image-pixel keypoints (N, K, 3: x, y, maxval) with center, scale, score and image_id.
+
+  ``batches`` are this process's shares of ``pipeline.eval_dataset`` batches; padded rows
+  (mask 0) are dropped. ``predict`` is ``make_predict_fn(config, mesh)``, made if not given.
+  """
+  predict = predict or make_predict_fn(config, mesh)
+  heatmap_size = config.dataset.heatmap_size
+  parts = []
+  for local in batches:
+    local = dict(local, image_id=_as_int32(local['image_id']))
+    out = predict(variables, sharding.global_batch({k: local[k] for k in _BATCH_KEYS}, mesh))
+    out = jax.tree.map(np.asarray, out)
+    coords = out['coords']
+    if config.test.decoder == 'dark':
+      coords = decode.dark_coordinates(out.pop('heatmaps'), coords)
+    keep = out['mask'] > 0
+    image_xy = decode.to_image_coordinates(coords[keep], out['center'][keep],
+                                           out['scale'][keep], heatmap_size)
+    parts.append({'keypoints': np.concatenate(
+                      [image_xy, out['maxvals'][keep][..., None].astype(np.float64)], axis=-1),
+                  'center': out['center'][keep], 'scale': out['scale'][keep],
+                  'score': out['score'][keep], 'image_id': out['image_id'][keep]})
+  if not parts:
+    raise ValueError('the evaluation set is empty: no person boxes to evaluate')
+  return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _as_int32(ids: np.ndarray) -> np.ndarray:
+  if ids.size and (ids.max() > np.iinfo(np.int32).max or ids.min() < 0):
+    raise ValueError(f'image ids must lie in [0, 2^31) to travel through the devices; got '
+                     f'{ids.min()} .. {ids.max()}')
+  return ids.astype(np.int32)
+
+
+def eval_dataset(config: ml_collections.ConfigDict) -> tuple[tf.data.Dataset, str, int]:
+  """This process's eval batches of the config's val split, its annotation file, and N.
+
+  Boxes are the ground truth (``test.use_gt_bbox``) or the detections of ``test.bbox_file``
+  above ``test.image_thre``, as the official recipe.
+  """
+  from input_pipeline import coco, datasets, pipeline, tfds_source  # TF-side code
+  d, test = config.dataset, config.test
+  spec = pipeline.SampleSpec.from_config(config)
+  where = dict(process_index=jax.process_index(), process_count=jax.process_count())
+  if d.source == 'tfds':
+    if not test.use_gt_bbox:
+      raise ValueError('config.test.use_gt_bbox=False (detection boxes) needs the image files: '
+                       "use config.dataset.source='folder' for evaluation with detections")
+    builder = tfds_source.load_builder(d.tfds_data_dir)
+    tfds_source._check_split(builder, d.val_split)
+    n = int(tfds_source.people_per_example(builder)[d.val_split].sum())
+    ds = tfds_source.eval_dataset(d.tfds_data_dir, d.val_split, spec, test.batch_size, **where)
+    return ds, coco.annotation_path(d.root, d.val_split), n
+  root = datasets.dataset_root(config)
+  if test.use_gt_bbox:
+    instances = coco.load_ground_truth(root, d.val_split, aspect_ratio=spec.aspect_ratio,
+                                       num_joints=config.model.num_joints,
+                                       padding=d.box_padding)
+  else:
+    bbox_file = test.bbox_file if os.path.isabs(test.bbox_file) else os.path.join(
+        root, test.bbox_file)
+    instances = coco.load_detections(bbox_file, root, d.val_split,
+                                     aspect_ratio=spec.aspect_ratio,
+                                     num_joints=config.model.num_joints,
+                                     score_threshold=test.image_thre, padding=d.box_padding)
+  ds = pipeline.eval_dataset(instances, spec, test.batch_size, **where)
+  return ds, coco.annotation_path(root, d.val_split), len(instances)
+
+
+def _write_json(path: str, value: Any) -> None:
+  """Writes JSON through a temporary file, so a crash never leaves a half-written file."""
+  tf.io.gfile.makedirs(os.path.dirname(path))
+  with tf.io.gfile.GFile(path + '.tmp', 'w') as f:
+    json.dump(value, f)
+  tf.io.gfile.rename(path + '.tmp', path, overwrite=True)
+
+
+class Evaluator:
+  """The eval job of one config, built once (boxes read, predict step compiled on first use)."""
+
+  def __init__(self, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = None):
+    self.config, self.mesh = config, mesh or sharding.data_mesh()
+    sharding.check_batch_size(config.test.batch_size)
+    self.dataset, self.annotation_file, self.num_boxes = eval_dataset(config)
+    if not tf.io.gfile.exists(self.annotation_file):
+      raise FileNotFoundError(f'{self.annotation_file} not found: COCOeval needs the val '
+                              f'annotations (config.dataset.root)')
+    self.predict = make_predict_fn(config, self.mesh)
+
+  def evaluate(self, variables: Any, workdir: str, *, step: int, writer=None,
+               verbose: bool = True) -> dict[str, float]:
+    """Predicts the val split, writes COCO results and metrics under ``workdir/eval``.
+
+    Files: ``<split>_keypoints_results.json`` (COCO results format) and
+    ``<split>_metrics.json`` (AP, AP50, ..., ARL from pycocotools COCOeval). ``writer`` (a
+    tf.summary writer) gets ``eval/<metric>`` scalars at ``step``. Returns the metrics on
+    every process.
+    """
+    start = time.time()
+    predictions = predict_keypoints(self.config, variables, self.dataset.as_numpy_iterator(),
+                                    self.mesh, self.predict)
+    seconds = time.time() - start
+    return score_predictions(self.config, predictions, self.annotation_file, workdir, step=step,
+                             writer=writer, verbose=verbose,
+                             note=f'{self.num_boxes} boxes, predicted in {seconds:.1f} s')
+
+
+def score_predictions(config: ml_collections.ConfigDict, predictions: dict[str, np.ndarray],
+                      annotation_file: str, workdir: str, *, step: int, writer=None,
+                      verbose: bool = True, note: str = '') -> dict[str, float]:
+  """Rescoring, OKS NMS, the results file, COCOeval and the metrics file, as the official.
+
+  ``predictions`` holds ``predict_keypoints``' arrays: keypoints (N, K, 3), center, scale,
+  score and image_id.
+  """
+  start = time.time()
+  split, test = config.dataset.val_split, config.test
+  results = evaluation.keypoint_results(
+      predictions['keypoints'], predictions['score'], predictions['image_id'],
+      predictions['center'], predictions['scale'], in_vis_thre=test.in_vis_thre,
+      oks_thre=test.oks_thre, soft_nms=test.soft_nms)
+  # Every process scores the same predictions (replicated), so all agree on the metrics.
+  metrics, table = evaluation.coco_keypoint_eval(annotation_file, results)
+  out_dir = os.path.join(os.path.abspath(workdir), EVAL_DIR)
+  if jax.process_index() == 0:
+    _write_json(os.path.join(out_dir, f'{split}_keypoints_results.json'), results)
+    _write_json(os.path.join(out_dir, f'{split}_metrics.json'), metrics)
+    if writer is not None:
+      with writer.as_default(step=step):
+        for name, value in metrics.items():
+          tf.summary.scalar(f'eval/{name}', value)
+      writer.flush()
+    if verbose:
+      print(f'Evaluation of step {step} on {split}: {note}{", " if note else ""}'
+            f'{len(results)} people after OKS NMS, NMS + COCOeval {time.time() - start:.1f} s; '
+            f'results in {out_dir}\n{table}', flush=True)
+  return metrics

@@ -1,0 +1,94 @@
+r"""Evaluates a top-down HRNet on its val split: flip test, official decoding, OKS NMS, COCOeval.
+
+python launch/eval.py --workdir=DIR [--checkpoint=latest|best|STEP] [--config.KEY=VALUE ...]
+python launch/eval.py --config=configs/coco_w32.py --init_from=CONVERTED_DIR --workdir=OUT
+
+The first form reads DIR/config.json (written by launch/train.py) and a checkpoint of
+DIR/checkpoints/ (or DIR/best/). The second evaluates converted official weights (a folder
+of launch/convert_weights.py, or the official .pth itself). Results and metrics go to
+DIR/eval/: <split>_keypoints_results.json (COCO results format) and <split>_metrics.json.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import flags
+import jax
+from ml_collections import config_flags
+import tensorflow as tf
+
+from hrnet_jax import checkpoints, cli, config_lib, eval_lib, sharding, weights
+
+
+def _flag_value(argv: list[str], name: str) -> str | None:
+  """The value of ``--name=V`` or ``--name V`` in argv, before absl parses it."""
+  for i, arg in enumerate(argv):
+    if arg.startswith(f'--{name}='):
+      return arg.split('=', 1)[1]
+    if arg == f'--{name}' and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def _define_config_flag(argv: list[str]) -> flags.FlagHolder:
+  """--config: a recipe file, or else the run's saved config, so --config.KEY=V works on it."""
+  workdir = _flag_value(argv, 'workdir')
+  if _flag_value(argv, 'config') is None and workdir:
+    try:
+      saved = config_lib.load_saved_config(workdir)
+    except (FileNotFoundError, ValueError) as e:
+      print(f'error: {e}', file=sys.stderr)
+      sys.exit(1)
+    try:  # the --config.KEY overrides are parsed here, when the flag is defined
+      return config_flags.DEFINE_config_dict('config', saved,
+                                             'The run config (DIR/config.json).')
+    except AttributeError as e:
+      cli.exit_unknown_config_key(e)
+  return config_flags.DEFINE_config_file('config', None, 'Recipe config file.', lock_config=True)
+
+
+_CONFIG = _define_config_flag(sys.argv)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Run folder (config, checkpoints); eval/ output.')
+_CHECKPOINT = flags.DEFINE_string('checkpoint', 'latest', "'latest', 'best' or a step number.")
+_INIT_FROM = flags.DEFINE_string('init_from', None,
+                                 'Converted official weights (folder) or an official .pth.')
+_COORDINATOR = flags.DEFINE_string('coordinator_address', None,
+                                   'host:port of process 0, for a multi-process job.')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in the job.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process (0 .. num_processes-1).')
+
+
+def main(argv: list[str]) -> int:
+  """Restores the variables and runs ``eval_lib.evaluate``."""
+  del argv
+  tf.config.set_visible_devices([], 'GPU')
+  sharding.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  config, workdir = _CONFIG.value, _WORKDIR.value
+  if config is None:
+    raise ValueError('pass --workdir of a training run, or --config=FILE')
+  mesh = sharding.data_mesh()
+  if _INIT_FROM.value:
+    path = _INIT_FROM.value
+    variables = (checkpoints.restore_variables(path, config.model) if tf.io.gfile.isdir(path)
+                 else weights.load_torch_checkpoint(path, config.model))
+    variables = jax.device_put({k: variables[k] for k in ('params', 'batch_stats')},
+                               sharding.replicated(mesh))
+    step, what = 0, _INIT_FROM.value
+  else:
+    variables, step, _ = checkpoints.restore_run_variables(
+        workdir, _CHECKPOINT.value, config.model, sharding.replicated(mesh))
+    what = f'{workdir} checkpoint {_CHECKPOINT.value} (step {step})'
+  if jax.process_index() == 0:
+    print(f'Evaluating {what} on {config.dataset.val_split} with '
+          f'{"ground-truth boxes" if config.test.use_gt_bbox else config.test.bbox_file}, '
+          f'flip test {config.test.flip_test}, decoder {config.test.decoder}.', flush=True)
+  writer = (tf.summary.create_file_writer(f'{workdir}/{eval_lib.EVAL_DIR}')
+            if jax.process_index() == 0 else None)
+  eval_lib.Evaluator(config, mesh).evaluate(variables, workdir, step=step, writer=writer)
+  return 0
+
+
+if __name__ == '__main__':
+  flags.mark_flags_as_required(['workdir'])
+  cli.run(main)
