@@ -66,6 +66,7 @@ class TrainingData:
     else:
       self.instances = coco.load_ground_truth(dataset_root(config), d.train_split,
                                               aspect_ratio=self.spec.aspect_ratio,
+                                              num_joints=config.model.num_joints,
                                               padding=d.box_padding)
       self.num_instances = len(self.instances)
 

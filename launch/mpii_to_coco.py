@@ -1,0 +1,44 @@
+r"""Converts MPII annotations in the official json layout to a COCO-format keypoint file.
+
+python launch/mpii_to_coco.py --input=mpii/annot/valid.json --images=mpii/images \
+    --output=mpii/annotations/person_keypoints_valid.json
+
+The output is read by the COCO-format pipeline with 16 joints (config.model.num_joints=16).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from absl import flags
+
+from hrnet_jax import cli
+from input_pipeline import coco, mpii_convert
+
+_INPUT = flags.DEFINE_string('input', None, 'Official MPII json (annot/train.json, valid.json).')
+_IMAGES = flags.DEFINE_string('images', None, 'MPII images folder, for the image sizes.')
+_OUTPUT = flags.DEFINE_string('output', None, 'COCO-format json to write (must not exist).')
+
+
+def main(argv: list[str]) -> int:
+  """Reads, converts and writes; never overwrites an existing file."""
+  del argv
+  if os.path.exists(_OUTPUT.value):
+    raise FileExistsError(f'{_OUTPUT.value} already exists; refusing to overwrite it')
+  records = coco.read_json(_INPUT.value)
+  if not isinstance(records, list):
+    raise ValueError(f'{_INPUT.value}: expected a list of person records (official layout)')
+  dataset = mpii_convert.to_coco(records, _IMAGES.value, source=_INPUT.value)
+  os.makedirs(os.path.dirname(os.path.abspath(_OUTPUT.value)), exist_ok=True)
+  with open(_OUTPUT.value + '.tmp', 'w') as f:
+    json.dump(dataset, f)
+  os.replace(_OUTPUT.value + '.tmp', _OUTPUT.value)
+  print(f'Wrote {_OUTPUT.value}: {len(dataset["images"])} images, '
+        f'{len(dataset["annotations"])} people.')
+  return 0
+
+
+if __name__ == '__main__':
+  flags.mark_flags_as_required(['input', 'output'])
+  cli.run(main)
