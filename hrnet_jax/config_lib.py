@@ -29,7 +29,7 @@ def topdown_config(*, width: int, image_size: tuple[int, int], sigma: float,
       'tfds_data_dir': '',
       # source 'synthetic': launch/make_synthetic.py's set, made once in a cache folder
       # (or at root when root is set).
-      'synthetic': {'num_train': 2000, 'num_val': 200, 'seed': 0},
+      'synthetic': {'num_train': 2000, 'num_val': 200, 'seed': 0, 'max_people': 3},
       'train_split': 'train2017',
       'val_split': 'val2017',
       'image_size': (width_px, height_px),

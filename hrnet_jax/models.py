@@ -27,8 +27,13 @@ DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float
 
 def pose_hrnet_config(width: int, num_blocks: int = 4,
                       num_modules: Sequence[int] = (1, 4, 3), num_joints: int = 17,
-                      final_conv_kernel: int = 1) -> ml_collections.ConfigDict:
-  """Returns the model config of a top-down HRNet-W{width} (W32: 28.5M parameters)."""
+                      final_conv_kernel: int = 1,
+                      stem_blocks: int = LAYER1_BLOCKS) -> ml_collections.ConfigDict:
+  """Returns the model config of a top-down HRNet-W{width} (W32: 28.5M parameters).
+
+  ``stem_blocks`` is the number of Bottlenecks of stage 1 (official: 4); fewer make the
+  small CPU models of the demo faster.
+  """
   if len(num_modules) != 3:
     raise ValueError(f'num_modules must give stages 2, 3 and 4, got {num_modules!r}')
   if final_conv_kernel not in (1, 3):
@@ -40,6 +45,7 @@ def pose_hrnet_config(width: int, num_blocks: int = 4,
       'num_modules': tuple(num_modules),
       'num_joints': num_joints,
       'final_conv_kernel': final_conv_kernel,
+      'stem_blocks': stem_blocks,
       'dtype': 'float32',
   })
 
@@ -159,7 +165,7 @@ class HRNetBackbone(nn.Module):
     x = images.astype(dtype)
     x = nn.relu(bn(name='bn1')(conv(STEM_CHANNELS, 3, 2, dtype=dtype, name='conv1')(x)))
     x = nn.relu(bn(name='bn2')(conv(STEM_CHANNELS, 3, 2, dtype=dtype, name='conv2')(x)))
-    for k in range(LAYER1_BLOCKS):
+    for k in range(cfg.get('stem_blocks', LAYER1_BLOCKS)):
       x = Bottleneck(STEM_CHANNELS, dtype=dtype, name=f'layer1_{k}')(x, train)
 
     xs, previous = [x], (STEM_CHANNELS * Bottleneck.expansion,)

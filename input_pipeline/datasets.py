@@ -35,14 +35,16 @@ def dataset_root(config: ml_collections.ConfigDict) -> str:
   if d.source != 'synthetic':
     return d.root
   s = d.synthetic
+  max_people = s.get('max_people', 3)
   root = d.root or os.path.join(
-      cache_dir(), f'synthetic_{s.num_train}_{s.num_val}_seed{s.seed}')
+      cache_dir(), f'synthetic_{s.num_train}_{s.num_val}_seed{s.seed}'
+      f'{"" if max_people == 3 else f"_people{max_people}"}')
   if not tf.io.gfile.exists(coco.annotation_path(root, 'val')):
     # Written next to root, then renamed: a crash never leaves a half-written dataset.
     parent = os.path.dirname(os.path.abspath(root))
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix='.synthetic_', dir=parent)
-    synthetic.write_dataset(staging, s.num_train, s.num_val, seed=s.seed)
+    synthetic.write_dataset(staging, s.num_train, s.num_val, seed=s.seed, max_people=max_people)
     try:
       os.rename(staging, root)
     except OSError:  # another process won the race: use its copy

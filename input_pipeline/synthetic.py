@@ -113,13 +113,15 @@ def draw_person(image: np.ndarray, labels: np.ndarray, label: int, points: np.nd
 
 
 def make_image(rng: np.random.Generator, image_id: int,
-               size_range: tuple[int, int] = (192, 320)) -> tuple[np.ndarray, list[dict]]:
-  """One image (BGR uint8, sides in ``size_range``) and its COCO person annotations."""
+               size_range: tuple[int, int] = (192, 320),
+               max_people: int = 3) -> tuple[np.ndarray, list[dict]]:
+  """One image (BGR uint8, sides in ``size_range``, 1 to ``max_people`` people) and its COCO
+  person annotations."""
   height, width = (int(v) for v in rng.integers(size_range[0], size_range[1] + 1, 2))
   image = random_background(rng, height, width)
   labels = np.full((height, width), -1, np.int32)
   people = []
-  for person in range(int(rng.integers(1, 4))):
+  for person in range(int(rng.integers(1, max_people + 1))):
     size = rng.uniform(0.18, 0.62) * height  # a person is ~1.4 x size tall
     slack = 0.15 * size  # some people reach past the image border
     pelvis = np.array([rng.uniform(0.08, 0.92) * width,
@@ -176,7 +178,7 @@ def categories() -> list[dict]:
 
 
 def write_split(root: str, split: str, num_images: int, seed: int, first_id: int = 1,
-                size_range: tuple[int, int] = (192, 320)) -> str:
+                size_range: tuple[int, int] = (192, 320), max_people: int = 3) -> str:
   """Writes one split's JPEGs and annotation file; returns the annotation path."""
   rng = np.random.default_rng(seed)
   os.makedirs(os.path.join(root, split), exist_ok=True)
@@ -184,7 +186,7 @@ def write_split(root: str, split: str, num_images: int, seed: int, first_id: int
   images, annotations = [], []
   for i in range(num_images):
     image_id = first_id + i
-    image, anns = make_image(rng, image_id, size_range)
+    image, anns = make_image(rng, image_id, size_range, max_people)
     file_name = f'{image_id:012d}.jpg'
     if not cv2.imwrite(os.path.join(root, split, file_name), image,
                        [cv2.IMWRITE_JPEG_QUALITY, 92]):
@@ -203,8 +205,9 @@ def write_split(root: str, split: str, num_images: int, seed: int, first_id: int
 
 
 def write_dataset(root: str, num_train: int, num_val: int, seed: int = 0,
-                  size_range: tuple[int, int] = (192, 320)) -> None:
+                  size_range: tuple[int, int] = (192, 320), max_people: int = 3) -> None:
   """Writes the train and val splits under ``root`` (image ids do not overlap)."""
-  write_split(root, 'train', num_train, seed=seed * 2 + 1, first_id=1, size_range=size_range)
+  write_split(root, 'train', num_train, seed=seed * 2 + 1, first_id=1, size_range=size_range,
+              max_people=max_people)
   write_split(root, 'val', num_val, seed=seed * 2 + 2, first_id=1_000_000,
-              size_range=size_range)
+              size_range=size_range, max_people=max_people)

@@ -1,0 +1,219 @@
+r"""Runs a trained top-down HRNet on images, a folder of images or a video, and draws poses.
+
+python launch/demo.py --workdir=DIR --input=IMAGE|VIDEO|FOLDER --output=PATH \
+    [--boxes=DETECTIONS.json] [--checkpoint=latest|best|STEP] [--threshold=0.3]
+
+Boxes come from a COCO detection results file (category 1, score above --box_threshold);
+a detection's image_id is matched to the number in an image's file name (COCO style,
+000000000139.jpg -> 139) or else to its 0-based position in the sorted folder, and for a
+video to the 0-based frame index. Without --boxes the whole image or frame is one box.
+
+Output: an image (one input image), a folder of drawn images (a folder), or an mp4 (a
+video), and beside it a COCO results JSON (--json, default OUTPUT.json) with the keypoints
+of every person, its image_id and the file name or frame index.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Iterator
+
+from absl import flags
+import cv2
+import jax
+import numpy as np
+import tensorflow as tf
+
+from hrnet_jax import checkpoints, cli, config_lib, inference, sharding
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Training run folder (config and checkpoints).')
+_CHECKPOINT = flags.DEFINE_string('checkpoint', 'latest', "'latest', 'best' or a step number.")
+_INPUT = flags.DEFINE_string('input', None, 'An image, a folder of images or a video file.')
+_OUTPUT = flags.DEFINE_string('output', None, 'Drawn image, folder or .mp4 to write.')
+_BOXES = flags.DEFINE_string('boxes', None, 'COCO detection results JSON (person boxes).')
+_BOX_THRESHOLD = flags.DEFINE_float('box_threshold', 0.5, 'Minimum detection score.')
+_THRESHOLD = flags.DEFINE_float('threshold', 0.3, 'Keypoints above this score are drawn.')
+_JSON = flags.DEFINE_string('json', None, 'Keypoints JSON to write (default: OUTPUT.json).')
+
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp')
+VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mov', '.mkv', '.webm')
+
+
+def image_id_of(path: str, position: int) -> int:
+  """The number in a COCO-style file name, else the position in the sorted folder."""
+  stem = os.path.splitext(os.path.basename(path))[0]
+  return int(stem) if stem.isdigit() else position
+
+
+def read_boxes(path: str | None, threshold: float) -> dict[int, list[tuple[list, float]]]:
+  """{image_id: [(box xywh, score)]} of a COCO detection results file."""
+  if path is None:
+    return {}
+  with open(path) as f:
+    try:
+      detections = json.load(f)
+    except json.JSONDecodeError as e:
+      raise ValueError(f'{path} is not valid JSON: {e}') from e
+  if not isinstance(detections, list):
+    raise ValueError(f'{path}: expected a COCO results list of detections')
+  boxes: dict[int, list] = {}
+  for i, det in enumerate(detections):
+    missing = [k for k in ('image_id', 'bbox', 'score') if k not in det]
+    if missing:
+      raise KeyError(f'{path}: detection {i} has no {", ".join(missing)}')
+    if det.get('category_id', 1) == 1 and det['score'] >= threshold:
+      boxes.setdefault(int(det['image_id']), []).append((det['bbox'], float(det['score'])))
+  return boxes
+
+
+def frames(input_path: str) -> tuple[str, Iterator[tuple[int, str, np.ndarray]], int, float]:
+  """(kind, iterator of (image_id, name, BGR frame), count, fps) of an image, folder or video."""
+  if os.path.isdir(input_path):
+    names = sorted(n for n in os.listdir(input_path) if n.lower().endswith(IMAGE_EXTENSIONS))
+    if not names:
+      raise FileNotFoundError(f'{input_path}: no images ({", ".join(IMAGE_EXTENSIONS)})')
+
+    def folder():
+      for i, name in enumerate(names):
+        yield image_id_of(name, i), name, read_image(os.path.join(input_path, name))
+    return 'folder', folder(), len(names), 0.0
+  if not os.path.exists(input_path):
+    raise FileNotFoundError(f'--input {input_path} does not exist')
+  if input_path.lower().endswith(VIDEO_EXTENSIONS):
+    capture = cv2.VideoCapture(input_path)
+    if not capture.isOpened():
+      raise ValueError(f'{input_path}: opencv cannot open this video')
+    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+
+    def video():
+      index = 0
+      while True:
+        ok, frame = capture.read()
+        if not ok:
+          break
+        yield index, f'frame {index}', frame
+        index += 1
+      capture.release()
+    return 'video', video(), count, fps
+  return 'image', iter([(image_id_of(input_path, 0), os.path.basename(input_path),
+                         read_image(input_path))]), 1, 0.0
+
+
+def read_image(path: str) -> np.ndarray:
+  """A BGR image, or a clear error for a file opencv cannot decode."""
+  image = cv2.imread(path, cv2.IMREAD_COLOR)
+  if image is None:
+    raise ValueError(f'{path}: not a readable image')
+  return image
+
+
+def progress(done: int, total: int, start: float, what: str) -> None:
+  """One-line progress bar on stderr."""
+  rate = done / max(time.time() - start, 1e-9)
+  width = 30
+  filled = int(width * done / total) if total else width
+  bar = '#' * filled + '.' * (width - filled)
+  eta = f' ETA {int((total - done) / rate)} s' if total and rate else ''
+  sys.stderr.write(f'\r[{bar}] {done}/{total or "?"} {what} {rate:.1f}/s{eta}  ')
+  sys.stderr.flush()
+
+
+def main(argv: list[str]) -> int:
+  """Restores the model and draws the poses of every input image or frame."""
+  del argv
+  tf.config.set_visible_devices([], 'GPU')
+  config = config_lib.load_saved_config(_WORKDIR.value)
+  mesh = sharding.data_mesh()
+  variables, step, _ = checkpoints.restore_run_variables(
+      _WORKDIR.value, _CHECKPOINT.value, config.model, sharding.replicated(mesh))
+  predictor = inference.PosePredictor(config, variables)
+  boxes_by_image = read_boxes(_BOXES.value, _BOX_THRESHOLD.value)
+  kind, stream, total, fps = frames(_INPUT.value)
+  output = _OUTPUT.value
+  if os.path.exists(output) and (kind != 'folder' or os.listdir(output)):
+    raise FileExistsError(f'{output} already exists; refusing to overwrite it')
+  json_path = _JSON.value or (os.path.join(output, 'keypoints.json') if kind == 'folder'
+                              else output + '.json')
+  writer = None
+  if kind == 'folder':
+    os.makedirs(output, exist_ok=True)
+  results, start, done = [], time.time(), 0
+  print(f'Model of {_WORKDIR.value} (step {step}); {total} {kind} frame(s) from {_INPUT.value}; '
+        f'{"boxes of " + _BOXES.value if _BOXES.value else "whole images as boxes"}.',
+        flush=True)
+  # Frames are read in chunks so that the crops of several frames fill one jitted batch.
+  chunk = []
+  for item in _with_end(stream):
+    if item is not None:
+      chunk.append(item)
+    if chunk and (item is None or len(chunk) >= predictor.batch_size):
+      for image_id, name, frame, people, boxes, scores in _predict_chunk(
+          predictor, chunk, boxes_by_image):
+        drawn = inference.draw_people(frame, people, _THRESHOLD.value,
+                                      boxes if _BOXES.value else None)
+        if kind == 'video':
+          if writer is None:
+            writer = cv2.VideoWriter(output, cv2.VideoWriter_fourcc(*'mp4v'), fps,
+                                     (frame.shape[1], frame.shape[0]))
+          writer.write(drawn)
+        elif kind == 'folder':
+          cv2.imwrite(os.path.join(output, os.path.splitext(name)[0] + '.jpg'), drawn)
+        elif not cv2.imwrite(output, drawn):
+          raise ValueError(f'{output}: opencv cannot write an image with this extension')
+        for person, score in zip(people, scores):
+          entry = {'image_id': image_id, 'category_id': 1,
+                   'keypoints': [round(float(v), 3) for v in person.reshape(-1)],
+                   'score': float(score)}
+          entry['frame' if kind == 'video' else 'file_name'] = (
+              image_id if kind == 'video' else name)
+          results.append(entry)
+        done += 1
+        if kind != 'image':
+          progress(done, total, start, 'frames' if kind == 'video' else 'images')
+      chunk = []
+  if writer is not None:
+    writer.release()
+  if kind != 'image':
+    sys.stderr.write('\n')
+  with open(json_path, 'w') as f:
+    json.dump(results, f)
+  print(f'Wrote {output} and {json_path}: {done} {"frames" if kind == "video" else "images"}, '
+        f'{len(results)} people, {done / (time.time() - start):.1f} images/s '
+        f'on {jax.device_count()} {jax.devices()[0].platform} device(s).', flush=True)
+  return 0
+
+
+def _with_end(iterator):
+  yield from iterator
+  yield None
+
+
+def _predict_chunk(predictor, chunk, boxes_by_image):
+  """Runs the crops of several frames as one batch; yields per-frame people."""
+  crops, centers, scales, spans, frame_boxes = [], [], [], [], []
+  for image_id, _, frame in chunk:
+    listed = boxes_by_image.get(image_id) if boxes_by_image else None
+    boxes = ([b for b, _ in listed] if listed else
+             [] if boxes_by_image else [[0.0, 0.0, float(frame.shape[1]), float(frame.shape[0])]])
+    scores = [s for _, s in listed] if listed else [1.0] * len(boxes)
+    images, c, s = predictor.crops(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+                                   if predictor.config.dataset.color_rgb else frame, boxes)
+    spans.append((sum(len(x) for x in crops), len(images)))
+    crops.append(images)
+    centers.append(c)
+    scales.append(s)
+    frame_boxes.append((boxes, scores))
+  keypoints = predictor.predict(np.concatenate(crops), np.concatenate(centers),
+                                np.concatenate(scales))
+  for (image_id, name, frame), (first, count), (boxes, scores) in zip(chunk, spans, frame_boxes):
+    people = keypoints[first:first + count]
+    yield image_id, name, frame, people, boxes, inference.person_scores(people, scores)
+
+
+if __name__ == '__main__':
+  flags.mark_flags_as_required(['workdir', 'input', 'output'])
+  cli.run(main)
