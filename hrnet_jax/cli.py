@@ -6,9 +6,9 @@ import pickle
 import sys
 from typing import Callable
 
-from absl import app, logging
+from absl import app, flags, logging
 
-from hrnet_jax import torch_pickle, weights
+from hrnet_jax import sharding, torch_pickle, weights
 
 # Errors that describe bad input (a file, key or value); shown as one message, no traceback.
 USER_ERRORS = (FileNotFoundError, FileExistsError, KeyError, ValueError, pickle.UnpicklingError,
@@ -43,3 +43,19 @@ def exit_unknown_config_key(error: AttributeError) -> None:
   text = str(cause.args[0] if cause.args else cause).replace('\n', '; ')
   print(f'error: a --config key in the command line does not exist: {text}', file=sys.stderr)
   sys.exit(2)
+
+
+class DistributedFlags:
+  """--coordinator_address, --num_processes, --process_id of a multi-process job."""
+
+  def __init__(self):
+    self.coordinator = flags.DEFINE_string(
+        'coordinator_address', None, 'host:port of process 0, for a multi-process job.')
+    self.num_processes = flags.DEFINE_integer('num_processes', None, 'Processes in the job.')
+    self.process_id = flags.DEFINE_integer('process_id', None,
+                                           'This process (0 .. num_processes-1).')
+
+  def initialize(self) -> None:
+    """``jax.distributed`` from the flags (or the environment of a TPU pod, SLURM, MPI)."""
+    sharding.initialize_distributed(self.coordinator.value, self.num_processes.value,
+                                    self.process_id.value)

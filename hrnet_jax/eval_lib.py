@@ -66,25 +66,28 @@ def predict_keypoints(config: ml_collections.ConfigDict, variables: Any,
   (mask 0) are dropped. ``predict`` is ``make_predict_fn(config, mesh)``, made if not given.
   """
   predict = predict or make_predict_fn(config, mesh)
-  heatmap_size = config.dataset.heatmap_size
   parts = []
   for local in batches:
     local = dict(local, image_id=_as_int32(local['image_id']))
     out = predict(variables, sharding.global_batch({k: local[k] for k in _BATCH_KEYS}, mesh))
     out = jax.tree.map(np.asarray, out)
-    coords = out['coords']
-    if config.test.decoder == 'dark':
-      coords = decode.dark_coordinates(out.pop('heatmaps'), coords)
     keep = out['mask'] > 0
-    image_xy = decode.to_image_coordinates(coords[keep], out['center'][keep],
-                                           out['scale'][keep], heatmap_size)
-    parts.append({'keypoints': np.concatenate(
-                      [image_xy, out['maxvals'][keep][..., None].astype(np.float64)], axis=-1),
+    parts.append({'keypoints': image_keypoints(config, out)[keep],
                   'center': out['center'][keep], 'scale': out['scale'][keep],
                   'score': out['score'][keep], 'image_id': out['image_id'][keep]})
   if not parts:
     raise ValueError('the evaluation set is empty: no person boxes to evaluate')
   return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def image_keypoints(config: ml_collections.ConfigDict, out: dict[str, np.ndarray]) -> np.ndarray:
+  """(N, K, 3) image x, y (float64) and maxval of a ``make_predict_fn`` output (DARK here)."""
+  coords = out['coords']
+  if config.test.decoder == 'dark':
+    coords = decode.dark_coordinates(out['heatmaps'], coords)
+  xy = decode.to_image_coordinates(coords, out['center'], out['scale'],
+                                   config.dataset.heatmap_size)
+  return np.concatenate([xy, out['maxvals'][..., None].astype(np.float64)], axis=-1)
 
 
 def _as_int32(ids: np.ndarray) -> np.ndarray:

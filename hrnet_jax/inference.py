@@ -13,8 +13,9 @@ import cv2
 import ml_collections
 import numpy as np
 
-from hrnet_jax import decode, eval_lib, evaluation, sharding
+from hrnet_jax import eval_lib, evaluation, sharding
 from hrnet_jax import keypoints as kp
+from input_pipeline import coco, transforms
 
 _WARM, _COOL, _CENTRE = (0, 140, 255), (255, 120, 0), (60, 200, 60)  # BGR: left, right, middle
 
@@ -23,8 +24,6 @@ class PosePredictor:
   """Keypoints of the people in given boxes, in fixed-size jitted batches."""
 
   def __init__(self, config: ml_collections.ConfigDict, variables: Any):
-    from input_pipeline import transforms  # TF-side code
-    self._transforms = transforms
     self.config, self.variables = config, variables
     self.mesh = sharding.data_mesh()
     self.batch_size = config.test.batch_size
@@ -35,8 +34,7 @@ class PosePredictor:
 
   def crops(self, image_rgb: np.ndarray, boxes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Normalised network inputs of each box (x, y, w, h), with their centers and scales."""
-    from input_pipeline import coco
-    t, size = self._transforms, self.config.dataset.image_size
+    t, size = transforms, self.config.dataset.image_size
     images, centers, scales = [], [], []
     for box in boxes:
       center, scale = coco.box_to_center_scale(box, self.aspect_ratio,
@@ -67,13 +65,8 @@ class PosePredictor:
                'image_id': np.zeros(self.batch_size, np.int32),
                'mask': np.ones(self.batch_size, np.float32)}
       result = self._predict(self.variables, sharding.global_batch(batch, self.mesh))
-      coords = np.asarray(result['coords'])[:n]
-      if self.config.test.decoder == 'dark':
-        coords = decode.dark_coordinates(np.asarray(result['heatmaps'])[:n], coords)
-      xy = decode.to_image_coordinates(coords, centers[start:start + n],
-                                       scales[start:start + n], self.config.dataset.heatmap_size)
-      maxvals = np.asarray(result['maxvals'])[:n, :, None].astype(np.float64)
-      out.append(np.concatenate([xy, maxvals], axis=-1))
+      result = {k: np.asarray(v)[:n] for k, v in result.items()}
+      out.append(eval_lib.image_keypoints(self.config, result))
     num_joints = self.config.model.num_joints
     return np.concatenate(out) if out else np.zeros((0, num_joints, 3))
 

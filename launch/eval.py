@@ -53,17 +53,14 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Run folder (config, checkpoints
 _CHECKPOINT = flags.DEFINE_string('checkpoint', 'latest', "'latest', 'best' or a step number.")
 _INIT_FROM = flags.DEFINE_string('init_from', None,
                                  'Converted official weights (folder) or an official .pth.')
-_COORDINATOR = flags.DEFINE_string('coordinator_address', None,
-                                   'host:port of process 0, for a multi-process job.')
-_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in the job.')
-_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process (0 .. num_processes-1).')
+_DISTRIBUTED = cli.DistributedFlags()
 
 
 def main(argv: list[str]) -> int:
   """Restores the variables and runs ``eval_lib.evaluate``."""
   del argv
   tf.config.set_visible_devices([], 'GPU')
-  sharding.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  _DISTRIBUTED.initialize()
   config, workdir = _CONFIG.value, _WORKDIR.value
   if config is None:
     raise ValueError('pass --workdir of a training run, or --config=FILE')

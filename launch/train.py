@@ -14,22 +14,19 @@ from absl import flags
 from ml_collections import config_flags
 import tensorflow as tf
 
-from hrnet_jax import cli, sharding, train_lib
+from hrnet_jax import cli, train_lib
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Recipe config file.',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run folder: config, checkpoints, TensorBoard.')
-_COORDINATOR = flags.DEFINE_string('coordinator_address', None,
-                                   'host:port of process 0, for a multi-process job.')
-_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in the job.')
-_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process (0 .. num_processes-1).')
+_DISTRIBUTED = cli.DistributedFlags()
 
 
 def main(argv: list[str]) -> int:
   """Initialises the job and calls ``train_and_evaluate``."""
   del argv
   tf.config.set_visible_devices([], 'GPU')  # TensorFlow feeds data; JAX owns accelerators
-  sharding.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  _DISTRIBUTED.initialize()
   train_lib.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   return 0
 
