@@ -1,4 +1,4 @@
-"""HRNet pose models in Flax linen: the official ``pose_hrnet`` topology, NHWC.
+"""HRNet pose models in Flax linen: the official ``pose_hrnet`` and ``pose_higher_hrnet``, NHWC.
 
 The topology is data: ``pose_hrnet_config`` builds an ``ml_collections.ConfigDict`` and the
 modules read only the config they are given. Variable names follow the official state_dict
@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
 
-from hrnet_jax.layers import BLOCKS, Bottleneck, Dtype, batch_norm, conv
+from hrnet_jax.layers import BLOCKS, BasicBlock, Bottleneck, Dtype, batch_norm, conv, conv_init
 
 # Layer 1 of every HRNet: four Bottlenecks of 64 planes (fixed in the official code).
 STEM_CHANNELS = 64
@@ -48,6 +48,27 @@ def pose_hrnet_config(width: int, num_blocks: int = 4,
       'stem_blocks': stem_blocks,
       'dtype': 'float32',
   })
+
+
+def higher_hrnet_config(width: int, num_blocks: int = 4,
+                        num_modules: Sequence[int] = (1, 4, 3), num_joints: int = 17,
+                        deconv_blocks: int = 4, final_conv_kernel: int = 1,
+                        stem_blocks: int = LAYER1_BLOCKS) -> ml_collections.ConfigDict:
+  """Returns the model config of a bottom-up HigherHRNet-W{width} (W32: 28.6M parameters).
+
+  As the official COCO models: one deconvolution stage of ``width`` channels with
+  ``deconv_blocks`` BasicBlocks, a tag per joint, associative-embedding tags at 1/4 only.
+  """
+  config = pose_hrnet_config(width, num_blocks, num_modules, num_joints, final_conv_kernel,
+                             stem_blocks)
+  config.name = 'higher_hrnet'
+  config.deconv_blocks = deconv_blocks
+  return config
+
+
+def is_bottom_up(config: ml_collections.ConfigDict) -> bool:
+  """Whether a model config is a bottom-up (HigherHRNet) model."""
+  return config.name == 'higher_hrnet'
 
 
 def stage_channels(config: ml_collections.ConfigDict, stage: int) -> tuple[int, ...]:
@@ -206,9 +227,54 @@ class PoseHRNet(nn.Module):
     return heatmaps.astype(jnp.float32)
 
 
+class DeconvStage(nn.Module):
+  """4x4 transposed conv with stride 2 (torch padding 1), BN, ReLU, then BasicBlocks.
+
+  The kernel is stored as (kh, kw, out, in): the official ConvTranspose2d weight (in, out,
+  kh, kw) under the same OIHW <-> HWIO transpose as every convolution.
+  """
+  features: int
+  num_blocks: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    # torch ConvTranspose2d(kernel 4, stride 2, padding 1) pads the dilated input by 4 - 1 - 1.
+    x = nn.ConvTranspose(self.features, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)),
+                         transpose_kernel=True, use_bias=False, dtype=self.dtype,
+                         param_dtype=jnp.float32, kernel_init=conv_init, name='0_0')(x)
+    x = nn.relu(batch_norm(train, dtype=self.dtype, name='0_1')(x))
+    for b in range(self.num_blocks):
+      x = BasicBlock(self.features, dtype=self.dtype, name=f'{b + 1}_0')(x, train)
+    return x
+
+
+class HigherHRNet(nn.Module):
+  """Bottom-up HigherHRNet: images (N, H, W, 3) to two float32 outputs.
+
+  (N, H/4, W/4, 2K): K heatmaps then K associative-embedding tags; and (N, H/2, W/2, K):
+  heatmaps from the deconvolution stage, fed the 1/4 features concatenated with the 1/4 output.
+  """
+  config: ml_collections.ConfigDict
+
+  @nn.compact
+  def __call__(self, images: jnp.ndarray,
+               train: bool = False) -> tuple[jnp.ndarray, jnp.ndarray]:
+    cfg, dtype = self.config, compute_dtype(self.config)
+    backbone = HRNetBackbone(cfg)
+    nn.share_scope(self, backbone)  # backbone variables sit at the top level, as officially
+    features = backbone(images, train)
+    final = functools.partial(conv, kernel=cfg.final_conv_kernel, dtype=dtype, use_bias=True)
+    quarter = final(2 * cfg.num_joints, name='final_layers_0')(features)
+    x = jnp.concatenate([features, quarter], axis=-1)
+    x = DeconvStage(cfg.width, cfg.deconv_blocks, dtype=dtype, name='deconv_layers_0')(x, train)
+    half = final(cfg.num_joints, name='final_layers_1')(x)
+    return quarter.astype(jnp.float32), half.astype(jnp.float32)
+
+
 def create_model(config: ml_collections.ConfigDict) -> nn.Module:
-  """The model named by ``config.name`` (a model config, e.g. ``pose_hrnet_config(32)``)."""
-  models = {'pose_hrnet': PoseHRNet}
+  """The model named by ``config.name`` (e.g. ``pose_hrnet_config(32)``, ``higher_hrnet_config``)."""
+  models = {'pose_hrnet': PoseHRNet, 'higher_hrnet': HigherHRNet}
   if config.name not in models:
     raise ValueError(f'unknown model name {config.name!r}; expected one of {sorted(models)}')
   return models[config.name](config)

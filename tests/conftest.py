@@ -10,6 +10,8 @@ from hrnet_jax import models
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fixtures')
 OFFICIAL = os.path.join(FIXTURES, 'official_hrnet')
 REFERENCE = os.path.join(FIXTURES, 'reference_hrnet')
+OFFICIAL_HIGHER = os.path.join(FIXTURES, 'official_higher_hrnet')
+REFERENCE_HIGHER = os.path.join(FIXTURES, 'reference_higher_hrnet')
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -147,7 +147,8 @@ class TorchPoseHRNet(nn.Module):
         layers.append(nn.Sequential(*convs))
     return nn.ModuleList(layers)
 
-  def forward(self, x):
+  def features(self, x):
+    """The highest-resolution output of stage 4."""
     x = self.relu(self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x))))))
     ys = [self.layer1(x)]
     for stage in (2, 3, 4):
@@ -157,7 +158,10 @@ class TorchPoseHRNet(nn.Module):
         src = ys[i] if i < len(ys) else ys[-1]
         xs.append(src if t is None else t(src))
       ys = getattr(self, f'stage{stage}')(xs)
-    return self.final_layer(ys[0])
+    return ys[0]
+
+  def forward(self, x):
+    return self.final_layer(self.features(x))
 
 
 def randomize(model: nn.Module, generator: torch.Generator) -> None:
