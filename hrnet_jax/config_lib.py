@@ -73,6 +73,12 @@ def topdown_config(*, width: int, image_size: tuple[int, int], sigma: float,
       'nms_thre': 1.0,
       'soft_nms': False,
   })
+  _add_run_settings(config)
+  return config
+
+
+def _add_run_settings(config: ml_collections.ConfigDict) -> None:
+  """Seed, step counts, checkpoint, evaluation and logging cadence: the same for every recipe."""
   config.seed = 0
   config.num_train_steps = -1  # > 0 overrides optim.num_epochs
   config.checkpoint_every_steps = 1000
@@ -82,6 +88,59 @@ def topdown_config(*, width: int, image_size: tuple[int, int], sigma: float,
   config.keep_checkpoints = 3
   config.log_every_steps = 100
   config.init_from = ''  # converted official weights or an ImageNet-pretrained .pth
+
+
+def bottomup_config(*, width: int, input_size: int, batch_size: int) -> ml_collections.ConfigDict:
+  """The official bottom-up HigherHRNet COCO recipe (``w{width}_{input_size}_adam_lr1e-3.yaml``)."""
+  config = ml_collections.ConfigDict()
+  config.model = models.higher_hrnet_config(width)
+  config.dataset = ml_collections.ConfigDict({
+      'name': 'coco',
+      'source': 'folder',  # or 'synthetic' (see topdown_config)
+      'root': 'data/coco',
+      'synthetic': {'num_train': 2000, 'num_val': 200, 'seed': 0, 'max_people': 3},
+      'train_split': 'train2017',
+      'val_split': 'val2017',
+      'input_size': input_size,  # square training crops; the short side at test time
+      'sigma': 2.0,  # at both output resolutions
+      'max_num_people': 30,  # joint locations kept per image for the tag loss
+      'color_rgb': True,
+  })
+  config.augment = ml_collections.ConfigDict({
+      'min_scale': 0.75,  # of the short side
+      'max_scale': 1.5,
+      'max_rotation': 30.0,
+      'max_translate': 40.0,  # pixels of the input
+      'flip': 0.5,
+  })
+  config.loss = ml_collections.ConfigDict({
+      'heatmap_factors': (1.0, 1.0),  # 1/4 and 1/2 outputs
+      'push_factor': 1e-3,  # associative embedding, on the 1/4 tags only
+      'pull_factor': 1e-3,
+      'ae_type': 'exp',  # or 'max'
+  })
+  config.optim = ml_collections.ConfigDict({
+      'name': 'adam',
+      'learning_rate': 1e-3,
+      'lr_factor': 0.1,
+      'lr_steps': (200, 260),
+      'num_epochs': 300,
+      'weight_decay': 0.0,
+  })
+  config.batch_size = batch_size
+  config.test = ml_collections.ConfigDict({
+      'flip_test': True,
+      'scale_factors': (1.0,),  # e.g. (2.0, 1.0, 0.5) for the multi-scale test
+      'max_num_people': 30,
+      'detection_threshold': 0.1,
+      'tag_threshold': 1.0,
+      'use_detection_val': True,
+      'ignore_too_much': False,
+      'nms_kernel': 5,
+      'adjust': True,
+      'refine': True,
+  })
+  _add_run_settings(config)
   return config
 
 

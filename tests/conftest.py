@@ -15,6 +15,25 @@ REFERENCE_HIGHER = os.path.join(FIXTURES, 'reference_higher_hrnet')
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def random_variables(model_config, seed=0):
+  """Random variables of a model (He-scaled kernels, BN near identity) without compiling its
+  init, which is slow on the CPU."""
+  import jax
+  import numpy as np
+  from hrnet_jax import weights
+  rng = np.random.default_rng(seed)
+
+  def draw(path, s):
+    leaf = path[-1].key
+    if leaf == 'kernel':
+      return rng.normal(0, (2.0 / np.prod(s.shape[:-1]))**0.5, s.shape).astype(np.float32)
+    if leaf in ('scale', 'var'):
+      return rng.uniform(0.5, 1.5, s.shape).astype(np.float32)
+    return rng.normal(0, 0.1, s.shape).astype(np.float32)
+
+  return jax.tree_util.tree_map_with_path(draw, weights.variable_shapes(model_config))
+
+
 def small_config():
   """The model config of the official small fixture model (small_hrnet_config.json)."""
   with open(os.path.join(OFFICIAL, 'small_hrnet_config.json')) as f:

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import OFFICIAL_HIGHER, REFERENCE_HIGHER
+from conftest import OFFICIAL_HIGHER, REFERENCE_HIGHER, random_variables
 from hrnet_jax import models, weights
 
 # float32 parity, as the top-down model: max |ours - official| <= 1e-4 x max |official|.
@@ -22,13 +22,6 @@ def small_higher_config():
     c = json.load(f)
   return models.higher_hrnet_config(c['width'], c['blocks'], tuple(c['modules']),
                                     deconv_blocks=c['deconv_blocks'])
-
-
-def random_variables(config, seed=0):
-  """Random variables of the model's shapes, without compiling its init (slow on CPU)."""
-  rng = np.random.default_rng(seed)
-  return jax.tree_util.tree_map(lambda s: np.abs(rng.normal(0.5, 0.2, s.shape)).astype(np.float32),
-                                weights.variable_shapes(config))
 
 
 def assert_outputs_match(config, variables, io_npz):
