@@ -76,6 +76,11 @@ def make_maps_fn(config: ml_collections.ConfigDict) -> MapsFn:
 
   (H, W) is the size the maps are projected to; L is 2 with the flip test, else 1.
   """
+  return jax.jit(_maps(config), static_argnums=2)
+
+
+def _maps(config: ml_collections.ConfigDict) -> MapsFn:
+  """The function that ``make_maps_fn`` jits."""
   model = models.create_model(config.model)
   num_joints = config.model.num_joints
   flip_test = config.test.flip_test
@@ -98,7 +103,25 @@ def make_maps_fn(config: ml_collections.ConfigDict) -> MapsFn:
     tags = jnp.stack([_resize(t, *size) for t in tags], axis=-1)
     return heatmaps, tags
 
-  return jax.jit(maps, static_argnums=2)
+  return maps
+
+
+def make_grouping_inputs_fn(config: ml_collections.ConfigDict) -> Callable:
+  """A jitted (variables, images (1, h, w, 3), (H, W)) -> what ``grouping.parse_joint_major``
+  takes: det (K, H, W), its max-pool NMS, tags (K, H, W, L); the transposes and the NMS run on
+  the device, which is most of the host's grouping time otherwise."""
+  maps = _maps(config)
+  kernel = config.test.nms_kernel
+
+  def grouping_inputs(variables, images, size):
+    heatmaps, tags = maps(variables, images, size)
+    det = jnp.transpose(heatmaps[0], (2, 0, 1))
+    pad = (kernel - 1) // 2
+    pooled = jax.lax.reduce_window(det, -jnp.inf, jax.lax.max, (1, kernel, kernel), (1, 1, 1),
+                                   ((0, 0), (pad, pad), (pad, pad)))
+    return det, det * (pooled == det), jnp.transpose(tags[0], (2, 0, 1, 3))
+
+  return jax.jit(grouping_inputs, static_argnums=2)
 
 
 def image_maps(config: ml_collections.ConfigDict, variables: Any, image_rgb: np.ndarray,
@@ -125,14 +148,21 @@ def image_maps(config: ml_collections.ConfigDict, variables: Any, image_rgb: np.
 
 
 def group_people(det: np.ndarray, tags: np.ndarray, center: np.ndarray, scale: np.ndarray,
-                 test: ml_collections.ConfigDict) -> tuple[np.ndarray, np.ndarray]:
-  """People (P, K, 3: image x, y, score) and their scores from maps at the input size."""
-  people, scores = grouping.parse(
-      det, tags, max_num_people=test.max_num_people,
-      detection_threshold=test.detection_threshold, tag_threshold=test.tag_threshold,
-      use_detection_val=test.use_detection_val, ignore_too_much=test.ignore_too_much,
-      nms_kernel=test.nms_kernel, adjust=test.adjust, refine=test.refine)
-  height, width = det.shape[:2]
+                 test: ml_collections.ConfigDict,
+                 nms_det: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+  """People (P, K, 3: image x, y, score) and their scores, from maps at the input size.
+
+  det (K, H, W) and tags (K, H, W, L) are in the official joint-major layout; ``nms_det`` is
+  det's max-pool NMS when a device computed it.
+  """
+  people, scores = grouping.parse_joint_major(
+      np.asarray(det, np.float32), np.asarray(tags, np.float32),
+      nms_det=None if nms_det is None else np.asarray(nms_det, np.float32),
+      max_num_people=test.max_num_people, detection_threshold=test.detection_threshold,
+      tag_threshold=test.tag_threshold, use_detection_val=test.use_detection_val,
+      ignore_too_much=test.ignore_too_much, nms_kernel=test.nms_kernel, adjust=test.adjust,
+      refine=test.refine)
+  height, width = det.shape[1:]
   num_people, num_joints = people.shape[:2]
   xy = decode.to_image_coordinates(people[None, :, :, :2].reshape(1, -1, 2), center[None],
                                    scale[None], (width, height))
@@ -157,9 +187,18 @@ class BottomUpPredictor:
       raise ValueError(f'BottomUpPredictor needs a bottom-up model; config.model.name is '
                        f'{config.model.name!r}')
     self.config, self.variables = config, variables
-    self.maps_fn = make_maps_fn(config)
+    self.single_scale = tuple(config.test.scale_factors) == (1.0,)
+    if self.single_scale:
+      self.grouping_inputs_fn = make_grouping_inputs_fn(config)
+    else:
+      self.maps_fn = make_maps_fn(config)
 
   def predict(self, image_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(P, K, 3) image x, y, score of every person found, and (P,) person scores."""
+    test = self.config.test
+    if self.single_scale:
+      image, center, scale = network_input(image_rgb, self.config.dataset.input_size)
+      det, nms_det, tags = self.grouping_inputs_fn(self.variables, image[None], image.shape[:2])
+      return group_people(det, tags, center, scale, test, nms_det)
     det, tags, center, scale = image_maps(self.config, self.variables, image_rgb, self.maps_fn)
-    return group_people(det, tags, center, scale, self.config.test)
+    return group_people(det.transpose(2, 0, 1), tags.transpose(2, 0, 1, 3), center, scale, test)

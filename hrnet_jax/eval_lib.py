@@ -144,6 +144,7 @@ class Evaluator:
   """The eval job of one config, built once (boxes read, predict step compiled on first use)."""
 
   def __init__(self, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = None):
+    models.require_top_down(config.model, 'The evaluator (launch/eval.py)')
     self.config, self.mesh = config, mesh or sharding.data_mesh()
     sharding.check_batch_size(config.test.batch_size)
     self.dataset, self.annotation_file, self.num_boxes = eval_dataset(config)

@@ -86,11 +86,16 @@ def torch_topk_indices(values: np.ndarray, k: int) -> np.ndarray:
   return np.array(heap_i, np.int64)
 
 
-def top_k(det: np.ndarray, tag: np.ndarray, k: int,
-          nms_kernel: int = 5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """The k highest NMS peaks of every joint: tags (K, k, L), locations (K, k, 2) as x, y, scores."""
+def top_k(det: np.ndarray, tag: np.ndarray, k: int, nms_kernel: int = 5,
+          nms_det: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """The k highest NMS peaks of every joint: tags (K, k, L), locations (K, k, 2) as x, y, scores.
+
+  ``nms_det`` is ``heatmap_nms(det, nms_kernel)`` when already computed (on a device).
+  """
   num_joints, h, w = det.shape
-  flat = heatmap_nms(det, nms_kernel).reshape(num_joints, h * w)
+  if nms_det is None:
+    nms_det = heatmap_nms(det, nms_kernel)
+  flat = nms_det.reshape(num_joints, h * w)
   ind = np.stack([torch_topk_indices(row, k) for row in flat])
   val_k = np.take_along_axis(flat, ind, axis=1)
   tag_k = np.take_along_axis(tag.reshape(num_joints, h * w, -1), ind[:, :, None], axis=1)
@@ -194,9 +199,23 @@ def parse(det: np.ndarray, tag: np.ndarray, *, max_num_people: int = 30,
   if det.ndim != 3 or tag.shape[:3] != det.shape:
     raise ValueError(f'parse takes det (H, W, K) and tag (H, W, K, L) of the same H, W, K; '
                      f'got det {det.shape} and tag {tag.shape}')
-  det = np.ascontiguousarray(det.transpose(2, 0, 1))  # (K, H, W), as the official
-  tag = np.ascontiguousarray(tag.transpose(2, 0, 1, 3))  # (K, H, W, L)
-  people = match_by_tag(*top_k(det, tag, max_num_people, nms_kernel),
+  return parse_joint_major(
+      np.ascontiguousarray(det.transpose(2, 0, 1)), np.ascontiguousarray(tag.transpose(2, 0, 1, 3)),
+      max_num_people=max_num_people, detection_threshold=detection_threshold,
+      tag_threshold=tag_threshold, use_detection_val=use_detection_val,
+      ignore_too_much=ignore_too_much, nms_kernel=nms_kernel, adjust=adjust, refine=refine)
+
+
+def parse_joint_major(det: np.ndarray, tag: np.ndarray, *, nms_det: np.ndarray | None = None,
+                      max_num_people: int = 30, detection_threshold: float = 0.1,
+                      tag_threshold: float = 1.0, use_detection_val: bool = True,
+                      ignore_too_much: bool = False, nms_kernel: int = 5, adjust: bool = True,
+                      refine: bool = True) -> tuple[np.ndarray, np.ndarray]:
+  """``parse`` of float32 maps in the official layout: det (K, H, W), tag (K, H, W, L).
+
+  ``nms_det`` is ``heatmap_nms(det, nms_kernel)`` when a device computed it already.
+  """
+  people = match_by_tag(*top_k(det, tag, max_num_people, nms_kernel, nms_det),
                         order=joint_order(det.shape[0]), max_num_people=max_num_people,
                         detection_threshold=detection_threshold, tag_threshold=tag_threshold,
                         use_detection_val=use_detection_val, ignore_too_much=ignore_too_much)
@@ -207,4 +226,3 @@ def parse(det: np.ndarray, tag: np.ndarray, *, max_num_people: int = 30,
     for person in people:
       refine_person(det, tag, person)
   return people, scores
-

@@ -71,6 +71,15 @@ def is_bottom_up(config: ml_collections.ConfigDict) -> bool:
   return config.name == 'higher_hrnet'
 
 
+def require_top_down(config: ml_collections.ConfigDict, what: str) -> None:
+  """Raises a clear error where a bottom-up model reaches code written for top-down ones."""
+  if is_bottom_up(config):
+    raise NotImplementedError(
+        f'{what} supports top-down models only; config.model.name={config.name!r} is '
+        f'bottom-up. Bottom-up inference: hrnet_jax.bottom_up.BottomUpPredictor (issue 7: '
+        f'bottom-up training and eval entry points are not built yet)')
+
+
 def stage_channels(config: ml_collections.ConfigDict, stage: int) -> tuple[int, ...]:
   """Branch widths of stage 2, 3 or 4: width x (1, 2, 4, 8)[:stage]."""
   return tuple(config.width * 2**i for i in range(stage))

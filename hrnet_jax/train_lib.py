@@ -171,6 +171,7 @@ def _format_eta(seconds: float) -> str:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   """Trains (resuming from the latest checkpoint in ``workdir``) and returns the final state."""
   from input_pipeline import datasets  # TF-side code, imported where training needs it
+  models.require_top_down(config.model, 'launch/train.py')
   workdir = os.path.abspath(workdir)
   is_main = jax.process_index() == 0
 

@@ -331,3 +331,38 @@ def mpii_evaluate(preds, gt_dict):
       ('Mean', np.sum(PCKh * jnt_ratio)),
       ('Mean@0.1', np.sum(pckAll[11, :] * jnt_ratio)),
   ]
+
+
+def ae_single_tag_loss(pred_tag, joints, loss_type='exp'):
+  """The official AELoss.singleTagLoss (HigherHRNet lib/core/loss.py), numpy; pred_tag (M, 1)."""
+  tags = []
+  pull = 0
+  for joints_per_person in joints:
+    tmp = []
+    for joint in joints_per_person:
+      if joint[1] > 0:
+        tmp.append(pred_tag[joint[0]])
+    if len(tmp) == 0:
+      continue
+    tmp = np.stack(tmp)
+    tags.append(np.mean(tmp, axis=0))
+    pull = pull + np.mean((tmp - tags[-1]) ** 2)
+  num_tags = len(tags)
+  if num_tags == 0:
+    return 0.0, 0.0
+  elif num_tags == 1:
+    return 0.0, pull / num_tags
+  tags = np.stack(tags)  # (T, 1)
+  a = np.broadcast_to(tags.reshape(1, -1), (num_tags, num_tags))  # tags.expand(T, T)
+  diff = a - a.T
+  if loss_type == 'exp':
+    push = np.exp(-diff ** 2).sum() - num_tags
+  else:
+    push = np.clip(1 - np.abs(diff), 0, None).sum() - num_tags
+  return push / ((num_tags - 1) * num_tags) * 0.5, pull / num_tags
+
+
+def bottom_up_heatmap_loss(pred, gt, mask):
+  """The official HeatmapLoss, NCHW pred/gt and (N, H, W) mask: per-image mean."""
+  loss = ((pred - gt) ** 2) * mask[:, None, :, :]
+  return loss.mean(axis=3).mean(axis=2).mean(axis=1)

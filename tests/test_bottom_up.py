@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import random_variables
-from hrnet_jax import bottom_up, config_lib, evaluation, models
+from hrnet_jax import bottom_up, config_lib, evaluation, grouping, models
 from input_pipeline import bottom_up_targets, coco, synthetic
 
 ORACLE_MIN_AP = 0.95  # the acceptance list's bound
@@ -99,7 +99,8 @@ def oracle_results(root, annotation_file, config, shift_px=0.0, seed=0):
     for p, person in enumerate(joints):
       one = bottom_up_targets.multi_person_heatmaps(person[None], h, w, config.dataset.sigma)
       tags[one > 0.01] = 3.0 * (p + 1)  # where this person's Gaussian is, its tag
-    keypoints, scores = bottom_up.group_people(det, tags, center, scale, config.test)
+    keypoints, scores = bottom_up.group_people(det.transpose(2, 0, 1), tags.transpose(2, 0, 1, 3),
+                                               center, scale, config.test)
     results += bottom_up.results_for_image(image['id'], keypoints, scores)
   return results
 
@@ -113,3 +114,27 @@ def test_oracle_reaches_ap_095_and_perturbation_lowers_it(val_set):
   moved, _ = evaluation.coco_keypoint_eval(
       annotation_file, oracle_results(root, annotation_file, config, shift_px=4.0))
   assert moved['AP'] < metrics['AP'] - 0.05, (moved['AP'], metrics['AP'])
+
+
+def test_predictor_device_nms_equals_host_parse_and_multi_scale_runs():
+  config = config_lib.bottomup_config(width=4, input_size=64, batch_size=2)
+  config.model = models.higher_hrnet_config(4, 1, (1, 1, 1), deconv_blocks=1)
+  variables = random_variables(config.model, seed=3)
+  image = np.random.default_rng(0).integers(0, 255, (70, 100, 3)).astype(np.uint8)
+  keypoints, scores = bottom_up.BottomUpPredictor(config, variables).predict(image)
+  det, tags, center, scale = bottom_up.image_maps(config, variables, image,
+                                                  bottom_up.make_maps_fn(config))
+  assert det.shape == (64, 128, 17) and tags.shape == (64, 128, 17, 2)
+  people, expected_scores = grouping.parse(det, tags)
+  assert len(people) > 0 and keypoints.shape == (len(people), 17, 3)
+  np.testing.assert_allclose(scores, expected_scores, rtol=1e-6)
+  # Back in the image: the 64x128 input is the image zoomed by 64 / 70 about its centre.
+  zoom = 64 / 70
+  np.testing.assert_allclose(keypoints[..., :2], (people[..., :2] - [64, 32]) / zoom + center,
+                             rtol=1e-6)
+  config.test.scale_factors = (1.0, 0.5)
+  many, _ = bottom_up.BottomUpPredictor(config, variables).predict(image)
+  assert many.ndim == 3 and many.shape[1:] == (17, 3)
+  config.test.scale_factors = (0.5,)
+  with pytest.raises(ValueError, match='must contain 1.0'):
+    bottom_up.BottomUpPredictor(config, variables).predict(image)

@@ -87,3 +87,11 @@ def test_output_contract_and_export_round_trip(tmp_path):
   weights.save_torch_checkpoint(random_variables(top_down), path)
   with pytest.raises(weights.CheckpointMismatchError, match='final_layers.0.weight'):
     weights.load_torch_checkpoint(path, config)
+
+
+def test_top_down_training_refuses_a_bottom_up_config_before_writing(tmp_path):
+  from hrnet_jax import config_lib, train_lib
+  config = config_lib.bottomup_config(width=4, input_size=64, batch_size=2)
+  with pytest.raises(NotImplementedError, match="'higher_hrnet' is bottom-up"):
+    train_lib.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert not (tmp_path / 'run').exists()
