@@ -36,18 +36,19 @@ MapsFn = Callable[[Any, np.ndarray, tuple[int, int]], tuple[jax.Array, jax.Array
 def multi_scale_size(height: int, width: int, input_size: int, current_scale: float = 1.0,
                      min_scale: float = 1.0) -> tuple[tuple[int, int], np.ndarray, np.ndarray]:
   """The official ``get_multi_scale_size``: network input (w, h), center and scale (/200)."""
+  def round_up(x: float) -> int:
+    return int((x + SIZE_MULTIPLE - 1) // SIZE_MULTIPLE * SIZE_MULTIPLE)
+
   center = np.array([int(width / 2.0 + 0.5), int(height / 2.0 + 0.5)], np.float64)
-  min_input_size = int((min_scale * input_size + 63) // 64 * 64)
+  min_input_size = round_up(min_scale * input_size)
   if width < height:
     w_resized = int(min_input_size * current_scale / min_scale)
-    h_resized = int(int((min_input_size / width * height + 63) // 64 * 64) * current_scale /
-                    min_scale)
+    h_resized = int(round_up(min_input_size / width * height) * current_scale / min_scale)
     scale_w = width / 200.0
     scale_h = h_resized / w_resized * width / 200.0
   else:
     h_resized = int(min_input_size * current_scale / min_scale)
-    w_resized = int(int((min_input_size / height * width + 63) // 64 * 64) * current_scale /
-                    min_scale)
+    w_resized = int(round_up(min_input_size / height * width) * current_scale / min_scale)
     scale_h = height / 200.0
     scale_w = w_resized / h_resized * height / 200.0
   return (w_resized, h_resized), center, np.array([scale_w, scale_h], np.float64)
