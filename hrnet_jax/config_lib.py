@@ -48,15 +48,7 @@ def topdown_config(*, width: int, image_size: tuple[int, int], sigma: float,
       'num_joints_half_body': 8,
   })
   config.loss = ml_collections.ConfigDict({'use_target_weight': True})
-  # The official optimizer is plain Adam (its yaml's WD is never passed to it).
-  config.optim = ml_collections.ConfigDict({
-      'name': 'adam',
-      'learning_rate': 1e-3,
-      'lr_factor': 0.1,
-      'lr_steps': (170, 200),
-      'num_epochs': 210,
-      'weight_decay': 0.0,
-  })
+  config.optim = _adam(lr_steps=(170, 200), num_epochs=210)
   config.batch_size = batch_size  # global, over all devices and hosts
   config.test = ml_collections.ConfigDict({
       'batch_size': test_batch_size,
@@ -75,6 +67,18 @@ def topdown_config(*, width: int, image_size: tuple[int, int], sigma: float,
   })
   _add_run_settings(config)
   return config
+
+
+def _adam(*, lr_steps: tuple[int, int], num_epochs: int) -> ml_collections.ConfigDict:
+  """The official optimizer: plain Adam 1e-3 (the yaml's WD is never passed to it), x0.1 steps."""
+  return ml_collections.ConfigDict({
+      'name': 'adam',
+      'learning_rate': 1e-3,
+      'lr_factor': 0.1,
+      'lr_steps': lr_steps,
+      'num_epochs': num_epochs,
+      'weight_decay': 0.0,
+  })
 
 
 def _add_run_settings(config: ml_collections.ConfigDict) -> None:
@@ -119,14 +123,7 @@ def bottomup_config(*, width: int, input_size: int, batch_size: int) -> ml_colle
       'pull_factor': 1e-3,
       'ae_type': 'exp',  # or 'max'
   })
-  config.optim = ml_collections.ConfigDict({
-      'name': 'adam',
-      'learning_rate': 1e-3,
-      'lr_factor': 0.1,
-      'lr_steps': (200, 260),
-      'num_epochs': 300,
-      'weight_decay': 0.0,
-  })
+  config.optim = _adam(lr_steps=(200, 260), num_epochs=300)
   config.batch_size = batch_size
   config.test = ml_collections.ConfigDict({
       'flip_test': True,

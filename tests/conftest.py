@@ -34,6 +34,27 @@ def random_variables(model_config, seed=0):
   return jax.tree_util.tree_map_with_path(draw, weights.variable_shapes(model_config))
 
 
+def assert_matches_manifest(manifest_path, model_config):
+  """Every official key of a manifest maps to exactly one variable of the official shape, and
+  back; the BN step counters are the only keys without one. Returns (ours, official) counts."""
+  import jax
+  import numpy as np
+  from hrnet_jax import weights
+  with open(manifest_path) as f:
+    manifest = json.load(f)
+  shapes = weights.variable_shapes(model_config)
+  num_params = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(shapes['params']))
+  official = {k: tuple(s) for k, s in manifest['keys'] if not k.endswith('num_batches_tracked')}
+  mapping = weights.key_map(shapes)
+  assert set(mapping) == set(official)
+  assert len({(c, p) for c, p, _ in mapping.values()}) == len(mapping)
+  for key, (_, _, shape) in mapping.items():
+    assert weights._to_torch_layout(np.empty(shape)).shape == official[key], key
+  counters = [k for k, _ in manifest['keys'] if k.endswith('num_batches_tracked')]
+  assert {k.rsplit('.', 1)[0] for k in counters} == weights._bn_prefixes(official)
+  return num_params, manifest['num_params']
+
+
 def small_config():
   """The model config of the official small fixture model (small_hrnet_config.json)."""
   with open(os.path.join(OFFICIAL, 'small_hrnet_config.json')) as f:

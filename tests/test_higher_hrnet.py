@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import OFFICIAL_HIGHER, REFERENCE_HIGHER, random_variables
+from conftest import OFFICIAL_HIGHER, REFERENCE_HIGHER, assert_matches_manifest, random_variables
 from hrnet_jax import models, weights
 
 # float32 parity, as the top-down model: max |ours - official| <= 1e-4 x max |official|.
@@ -36,16 +36,10 @@ def assert_outputs_match(config, variables, io_npz):
 
 @pytest.mark.parametrize('width', [32, 48])
 def test_parameter_count_and_names_match_official_manifest(width):
-  with open(os.path.join(OFFICIAL_HIGHER, f'manifest_higher_hrnet_w{width}.json')) as f:
-    manifest = json.load(f)
-  shapes = weights.variable_shapes(models.higher_hrnet_config(width))
-  num_params = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(shapes['params']))
-  assert num_params == manifest['num_params'] == {32: 28_645_331, 48: 63_827_139}[width]
-  official = {k: tuple(s) for k, s in manifest['keys'] if not k.endswith('num_batches_tracked')}
-  mapping = weights.key_map(shapes)
-  assert set(mapping) == set(official)
-  for key, (_, _, shape) in mapping.items():
-    assert weights._to_torch_layout(np.empty(shape)).shape == official[key], key
+  ours, official = assert_matches_manifest(
+      os.path.join(OFFICIAL_HIGHER, f'manifest_higher_hrnet_w{width}.json'),
+      models.higher_hrnet_config(width))
+  assert ours == official == {32: 28_645_331, 48: 63_827_139}[width]
 
 
 def test_official_small_model_reproduces_both_official_outputs():

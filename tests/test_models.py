@@ -1,6 +1,5 @@
 """PoseHRNet topology: parameter counts and names against the official manifests, BN, dtypes."""
 
-import json
 import os
 
 import flax
@@ -9,28 +8,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import OFFICIAL
+from conftest import OFFICIAL, assert_matches_manifest
 from hrnet_jax import layers, models, weights
 
 
 @pytest.mark.parametrize('width', [32, 48])
 def test_parameter_count_and_names_match_official_manifest(width):
-  with open(os.path.join(OFFICIAL, f'manifest_pose_hrnet_w{width}.json')) as f:
-    manifest = json.load(f)
-  shapes = weights.variable_shapes(models.pose_hrnet_config(width))
-  num_params = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(shapes['params']))
-  assert num_params == manifest['num_params'] == {32: 28_536_113, 48: 63_595_745}[width]
-
-  official = {k: tuple(s) for k, s in manifest['keys'] if not k.endswith('num_batches_tracked')}
-  mapping = weights.key_map(shapes)
-  # Every official key maps to exactly one variable and back, with the official shape.
-  assert set(mapping) == set(official)
-  assert len({(c, p) for c, p, _ in mapping.values()}) == len(mapping)
-  for key, (_, _, shape) in mapping.items():
-    assert weights._to_torch_layout(np.empty(shape)).shape == official[key], key
-  # The only official keys without a variable are the BN step counters.
-  counters = [k for k, _ in manifest['keys'] if k.endswith('num_batches_tracked')]
-  assert {k.rsplit('.', 1)[0] for k in counters} == weights._bn_prefixes(official)
+  ours, official = assert_matches_manifest(
+      os.path.join(OFFICIAL, f'manifest_pose_hrnet_w{width}.json'), models.pose_hrnet_config(width))
+  assert ours == official == {32: 28_536_113, 48: 63_595_745}[width]
 
 
 def test_output_shape_and_input_validation(small_model_config):
