@@ -184,3 +184,70 @@ def _to_instances(rows, num_joints: int) -> Instances:
   return Instances(np.array(paths, object), np.array(ids, np.int64), np.stack(centers),
                    np.stack(scales), np.stack(keypoints), np.array(scores, np.float32),
                    np.array(areas, np.float32))
+
+
+@dataclasses.dataclass
+class PeopleImages:
+  """Whole images with all their people, for bottom-up training (one row per image)."""
+  image_paths: np.ndarray  # (N,) str
+  image_ids: np.ndarray  # (N,) int64
+  sizes: np.ndarray  # (N, 2) int64: height, width
+  joints: list  # N arrays (P, K, 3) float64: x, y, visibility of the labelled people
+  ignore: list  # N lists of COCO segmentations whose pixels the loss ignores
+
+  def __len__(self) -> int:
+    return len(self.image_ids)
+
+
+def load_people_images(root: str, split: str, *, num_joints: int = 17) -> PeopleImages:
+  """The images of the official bottom-up ``CocoKeypoints``: every image with an annotation.
+
+  A person with a labelled keypoint gives a row of joints; a crowd region or a person
+  without labelled keypoints is an ignore region (its segmentation), as the official mask.
+  """
+  if not tf.io.gfile.isdir(root):
+    raise DatasetError(f'dataset folder not found: {root}')
+  path = annotation_path(root, split)
+  data = read_json(path)
+  if not isinstance(data, dict) or 'images' not in data or 'annotations' not in data:
+    raise DatasetError(f'{path}: expected a COCO dict with "images" and "annotations"')
+  by_image: dict[int, list] = {}
+  for ann in sorted(data['annotations'], key=lambda a: (a.get('image_id', 0), a.get('id', 0))):
+    _require(ann, ('image_id', 'category_id'), 'an annotation', path)
+    if ann['category_id'] == PERSON_CATEGORY:
+      by_image.setdefault(ann['image_id'], []).append(ann)
+  folder = image_dir(root, split)
+  rows = []
+  for image in sorted(data['images'], key=lambda i: i.get('id', 0)):
+    _require(image, ('id', 'file_name', 'width', 'height'), 'an image', path)
+    anns = by_image.pop(image['id'], [])
+    if not anns:
+      continue
+    joints, ignore = [], []
+    for ann in anns:
+      keypoints = np.asarray(ann.get('keypoints') or np.zeros(3 * num_joints), np.float64)
+      if keypoints.size != 3 * num_joints:
+        raise DatasetError(f'{path}: annotation {ann.get("id")} has {keypoints.size} keypoint '
+                           f'values, expected {3 * num_joints}')
+      keypoints = keypoints.reshape(num_joints, 3)
+      labelled = int(ann.get('num_keypoints', np.count_nonzero(keypoints[:, 2] > 0)))
+      if ann.get('iscrowd', 0) or labelled == 0:
+        if 'segmentation' not in ann:
+          raise DatasetError(f'{path}: annotation {ann.get("id")} is a crowd or a person '
+                             f'without keypoints, whose "segmentation" the ignore mask needs, '
+                             f'but it has none')
+        ignore.append(ann['segmentation'])
+      if (not ann.get('iscrowd', 0) or labelled > 0) and np.any(keypoints[:, 2] > 0):
+        joints.append(keypoints)
+    rows.append((os.path.join(folder, image['file_name']), image['id'],
+                 (image['height'], image['width']),
+                 np.stack(joints) if joints else np.zeros((0, num_joints, 3)), ignore))
+  if by_image:
+    raise DatasetError(f'{path}: annotations name image_id(s) {sorted(by_image)[:5]}, which '
+                       f'are not in "images"')
+  if not rows:
+    return PeopleImages(np.zeros((0,), object), np.zeros((0,), np.int64),
+                        np.zeros((0, 2), np.int64), [], [])
+  paths, ids, sizes, joints, ignore = zip(*rows)
+  return PeopleImages(np.array(paths, object), np.array(ids, np.int64),
+                      np.array(sizes, np.int64), list(joints), list(ignore))

@@ -9,8 +9,10 @@ P reads only rows [k B/P, (k+1) B/P) of every global batch.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 from typing import Iterator, Sequence
+import weakref
 
 import ml_collections
 import numpy as np
@@ -207,7 +209,7 @@ def eval_dataset(instances: Instances, spec: SampleSpec, global_batch: int, *,
 
   ds = tf.data.Dataset.from_tensor_slices(tf.constant(mine, tf.int64))
   ds = ds.map(make_sample, num_parallel_calls=AUTOTUNE, deterministic=True)
-  return batch_eval_samples(ds, local)
+  return batch_and_normalize(ds, local)
 
 
 def eval_sample(contents, center, scale, spec: SampleSpec) -> tf.Tensor:
@@ -216,8 +218,9 @@ def eval_sample(contents, center, scale, spec: SampleSpec) -> tf.Tensor:
   return transforms.warp_jpeg(contents, matrix, spec.image_size)
 
 
-def batch_eval_samples(ds: tf.data.Dataset, local_batch: int) -> tf.data.Dataset:
-  """Batches eval samples and normalises their images once per batch (XLA)."""
+def batch_and_normalize(ds: tf.data.Dataset, local_batch: int) -> tf.data.Dataset:
+  """Batches samples (dropping a partial last batch) and normalises their images once per
+  batch (XLA)."""
   normalize = tf.function(transforms.normalize, jit_compile=True)
   ds = ds.batch(local_batch, drop_remainder=True)
   return ds.map(lambda batch: dict(batch, image=normalize(batch['image'])),
@@ -235,25 +238,40 @@ def find_bad_images(paths: Sequence[str]) -> list[tuple[str, str]]:
   return bad
 
 
+def _close_at_exit(ref: weakref.ref) -> None:
+  iterator = ref()
+  if iterator is not None:
+    iterator.close()
+
+
 class TrainIterator:
   """numpy batches of ``train_dataset`` with the global step, and clear errors on bad files.
 
   On a decode or read failure it finds the offending files of that step (the stream is a
   pure function of the step, so they are known) and raises ``DataError`` naming them. With
   ``skip_bad_images`` the bad samples are dropped and counted in ``skipped``.
+  ``make_dataset`` is ``train_dataset`` or another with its signature over rows that have
+  ``image_paths`` (``bottom_up_pipeline.train_dataset`` over whole images).
   """
 
   def __init__(self, instances: Instances, spec: SampleSpec, global_batch: int, *, seed: int,
                start_step: int = 0, process_index: int = 0, process_count: int = 1,
-               skip_bad_images: bool = False):
+               skip_bad_images: bool = False, make_dataset=None):
     self.instances, self.global_batch, self.seed = instances, global_batch, seed
     self.step, self.skip_bad_images, self.skipped = start_step, skip_bad_images, 0
     self._share = (process_index, process_count)
     self._start_position, self._delivered = start_step * global_batch, 0
-    self._iterator = iter(train_dataset(
+    self._iterator = iter((make_dataset or train_dataset)(
         instances, spec, global_batch, seed=seed, start_step=start_step,
         process_index=process_index, process_count=process_count,
         skip_bad_images=skip_bad_images).as_numpy_iterator())
+    # A tf.data iterator still alive at interpreter exit can deadlock it when its map calls
+    # back into Python (the bottom-up targets do): drop it before the interpreter shuts down.
+    atexit.register(_close_at_exit, weakref.ref(self))
+
+  def close(self) -> None:
+    """Releases the tf.data iterator and its threads; the iterator yields no more batches."""
+    self._iterator = iter(())
 
   def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
     return self

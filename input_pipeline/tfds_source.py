@@ -260,4 +260,4 @@ def eval_dataset(data_dir: str, split: str, spec: pipeline.SampleSpec, global_ba
             'image_id': row['image_id'], 'area': row['area']}
 
   ds = rows.map(make_sample, num_parallel_calls=AUTOTUNE, deterministic=True)
-  return pipeline.batch_eval_samples(ds, local)
+  return pipeline.batch_and_normalize(ds, local)

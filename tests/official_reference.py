@@ -366,3 +366,121 @@ def bottom_up_heatmap_loss(pred, gt, mask):
   """The official HeatmapLoss, NCHW pred/gt and (N, H, W) mask: per-image mean."""
   loss = ((pred - gt) ** 2) * mask[:, None, :, :]
   return loss.mean(axis=3).mean(axis=2).mean(axis=1)
+
+
+# --- HigherHRNet training data (lib/dataset/COCOKeypoints.py, transforms/, target_generators/)
+
+
+def higher_get_mask(anns, height, width):
+  """CocoKeypoints.get_mask: True where the loss counts."""
+  from pycocotools import mask as mask_utils
+  m = np.zeros((height, width))
+  for obj in anns:
+    if obj['iscrowd']:
+      rle = mask_utils.frPyObjects(obj['segmentation'], height, width)
+      m += mask_utils.decode(rle)
+    elif obj['num_keypoints'] == 0:
+      rles = mask_utils.frPyObjects(obj['segmentation'], height, width)
+      for rle in rles:
+        m += mask_utils.decode(rle)
+  return m < 0.5
+
+
+def higher_get_joints(anns, num_joints=17):
+  """CocoKeypoints.get_joints over the kept annotations (iscrowd 0 or num_keypoints > 0)."""
+  anns = [obj for obj in anns if obj['iscrowd'] == 0 or obj['num_keypoints'] > 0]
+  joints = np.zeros((len(anns), num_joints, 3))
+  for i, obj in enumerate(anns):
+    joints[i, :num_joints, :3] = np.array(obj['keypoints']).reshape([-1, 3])
+  return joints
+
+
+def higher_affine_matrix(center, scale, res, rot=0):
+  """RandomAffineTransform._get_affine_matrix (3x3)."""
+  h = 200 * scale
+  t = np.zeros((3, 3))
+  t[0, 0] = float(res[1]) / h
+  t[1, 1] = float(res[0]) / h
+  t[0, 2] = res[1] * (-float(center[0]) / h + .5)
+  t[1, 2] = res[0] * (-float(center[1]) / h + .5)
+  t[2, 2] = 1
+  if not rot == 0:
+    rot = -rot
+    rot_mat = np.zeros((3, 3))
+    rot_rad = rot * np.pi / 180
+    sn, cs = np.sin(rot_rad), np.cos(rot_rad)
+    rot_mat[0, :2] = [cs, -sn]
+    rot_mat[1, :2] = [sn, cs]
+    rot_mat[2, 2] = 1
+    t_mat = np.eye(3)
+    t_mat[0, 2] = -res[1] / 2
+    t_mat[1, 2] = -res[0] / 2
+    t_inv = t_mat.copy()
+    t_inv[:2, 2] *= -1
+    t = np.dot(t_inv, np.dot(rot_mat, np.dot(t_mat, t)))
+  return t
+
+
+def higher_random_affine(image, masks, joints, center, scale, rot, input_size, output_sizes):
+  """RandomAffineTransform.__call__ after its draws (center already translated)."""
+  import cv2
+  masks, joints = list(masks), [j.copy() for j in joints]
+  for i, size in enumerate(output_sizes):
+    mat = higher_affine_matrix(center, scale, (size, size), rot)[:2]
+    masks[i] = cv2.warpAffine((masks[i] * 255).astype(np.uint8), mat, (size, size)) / 255
+    masks[i] = (masks[i] > 0.5).astype(np.float32)
+    shape = joints[i][:, :, 0:2].shape
+    pts = joints[i][:, :, 0:2].reshape(-1, 2)
+    joints[i][:, :, 0:2] = np.dot(np.concatenate((pts, pts[:, 0:1] * 0 + 1), axis=1),
+                                  mat.T).reshape(shape)
+  mat = higher_affine_matrix(center, scale, (input_size, input_size), rot)[:2]
+  image = cv2.warpAffine(image, mat, (input_size, input_size))
+  return image, masks, joints
+
+
+def higher_horizontal_flip(image, masks, joints, flip_index, output_sizes):
+  """RandomHorizontalFlip.__call__ when the coin says flip."""
+  image = image[:, ::-1] - np.zeros_like(image)
+  masks, joints = list(masks), [j.copy() for j in joints]
+  for i, size in enumerate(output_sizes):
+    masks[i] = masks[i][:, ::-1] - np.zeros_like(masks[i])
+    joints[i] = joints[i][:, flip_index]
+    joints[i][:, :, 0] = size - joints[i][:, :, 0] - 1
+  return image, masks, joints
+
+
+def higher_heatmaps(joints, num_joints, output_res, sigma):
+  """HeatmapGenerator.__call__: (K, H, W)."""
+  size = 6 * sigma + 3
+  x = np.arange(0, size, 1, float)
+  y = x[:, np.newaxis]
+  x0, y0 = 3 * sigma + 1, 3 * sigma + 1
+  g = np.exp(- ((x - x0) ** 2 + (y - y0) ** 2) / (2 * sigma ** 2))
+  hms = np.zeros((num_joints, output_res, output_res), dtype=np.float32)
+  for p in joints:
+    for idx, pt in enumerate(p):
+      if pt[2] > 0:
+        x, y = int(pt[0]), int(pt[1])
+        if x < 0 or y < 0 or x >= output_res or y >= output_res:
+          continue
+        ul = int(np.round(x - 3 * sigma - 1)), int(np.round(y - 3 * sigma - 1))
+        br = int(np.round(x + 3 * sigma + 2)), int(np.round(y + 3 * sigma + 2))
+        c, d = max(0, -ul[0]), min(br[0], output_res) - ul[0]
+        a, b = max(0, -ul[1]), min(br[1], output_res) - ul[1]
+        cc, dd = max(0, ul[0]), min(br[0], output_res)
+        aa, bb = max(0, ul[1]), min(br[1], output_res)
+        hms[idx, aa:bb, cc:dd] = np.maximum(hms[idx, aa:bb, cc:dd], g[a:b, c:d])
+  return hms
+
+
+def higher_joints(joints, max_num_people, num_joints, output_res):
+  """JointsGenerator.__call__ (tag per joint): (max_num_people, K, 2), packed per person."""
+  visible_nodes = np.zeros((max_num_people, num_joints, 2))
+  for i in range(len(joints)):
+    tot = 0
+    for idx, pt in enumerate(joints[i]):
+      x, y = int(pt[0]), int(pt[1])
+      if pt[2] > 0 and x >= 0 and y >= 0 and x < output_res and y < output_res:
+        visible_nodes[i][tot] = (idx * output_res**2 + y * output_res + x, 1)
+        tot += 1
+  return visible_nodes
