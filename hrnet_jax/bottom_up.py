@@ -181,18 +181,24 @@ def results_for_image(image_id: int, keypoints: np.ndarray, scores: np.ndarray,
 
 
 class BottomUpPredictor:
-  """All people of whole images: network on the device, grouping on the host."""
+  """All people of whole images: network on one device, grouping on the host."""
 
   def __init__(self, config: ml_collections.ConfigDict, variables: Any):
     if not models.is_bottom_up(config.model):
       raise ValueError(f'BottomUpPredictor needs a bottom-up model; config.model.name is '
                        f'{config.model.name!r}')
-    self.config, self.variables = config, variables
+    self.config = config
+    self.set_variables(variables)
     self.single_scale = tuple(config.test.scale_factors) == (1.0,)
     if self.single_scale:
       self.grouping_inputs_fn = make_grouping_inputs_fn(config)
     else:
       self.maps_fn = make_maps_fn(config)
+
+  def set_variables(self, variables: Any) -> None:
+    """Uses ``variables`` from now on, copied to one local device if replicated over many."""
+    self.variables = jax.tree.map(
+        lambda x: x.addressable_data(0) if isinstance(x, jax.Array) else x, variables)
 
   def predict(self, image_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(P, K, 3) image x, y, score of every person found, and (P,) person scores."""

@@ -109,12 +109,13 @@ def bottomup_config(*, width: int, input_size: int, batch_size: int) -> ml_colle
       'sigma': 2.0,  # at both output resolutions
       'max_num_people': 30,  # joint locations kept per image for the tag loss
       'color_rgb': True,
+      'skip_bad_images': False,
   })
   config.augment = ml_collections.ConfigDict({
       'min_scale': 0.75,  # of the short side
       'max_scale': 1.5,
       'max_rotation': 30.0,
-      'max_translate': 40.0,  # pixels of the input
+      'max_translate': 40.0,  # x the crop side / 200 image pixels, as officially
       'flip': 0.5,
   })
   config.loss = ml_collections.ConfigDict({
@@ -139,6 +140,13 @@ def bottomup_config(*, width: int, input_size: int, batch_size: int) -> ml_colle
   })
   _add_run_settings(config)
   return config
+
+
+def training_input_size(config: ml_collections.ConfigDict) -> tuple[int, int]:
+  """(width, height) of the training input: the top-down box, or the bottom-up square crop."""
+  if models.is_bottom_up(config.model):
+    return (config.dataset.input_size,) * 2
+  return tuple(config.dataset.image_size)
 
 
 def override(config: ml_collections.ConfigDict,

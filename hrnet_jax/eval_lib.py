@@ -1,9 +1,10 @@
-"""The top-down evaluation job: predictions over a val split, COCO results, COCOeval metrics.
+"""The evaluation jobs: predictions over a val split, COCO results, COCOeval metrics.
 
-Used by ``launch/eval.py`` and by the periodic evaluation of ``train_lib.train_and_evaluate``.
-The forward pass, flip test and heatmap decoding run under one ``jax.jit`` over the data
-mesh; the map to image pixels, rescoring, OKS NMS and COCOeval run on the host in float64,
-as the official code.
+Used by ``launch/eval.py`` and by the periodic evaluation of ``train_lib.train_and_evaluate``
+(``make_evaluator`` picks the job of the config's model). Top-down: the forward pass, flip
+test and heatmap decoding run under one ``jax.jit`` over the data mesh; the map to image
+pixels, rescoring, OKS NMS and COCOeval run on the host in float64, as the official code.
+Bottom-up: ``BottomUpEvaluator``, one whole image at a time (``bottom_up.BottomUpPredictor``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 from typing import Any, Callable, Iterable
 
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -180,13 +182,29 @@ def score_predictions(config: ml_collections.ConfigDict, predictions: dict[str, 
   score and image_id.
   """
   start = time.time()
-  split, test = config.dataset.val_split, config.test
+  test = config.test
   results = evaluation.keypoint_results(
       predictions['keypoints'], predictions['score'], predictions['image_id'],
       predictions['center'], predictions['scale'], in_vis_thre=test.in_vis_thre,
       oks_thre=test.oks_thre, soft_nms=test.soft_nms)
+  return report(config, results, annotation_file, workdir, step=step, writer=writer,
+                verbose=verbose, note=note, start=start, what='people after OKS NMS')
+
+
+def report(config: ml_collections.ConfigDict, results: list[dict], annotation_file: str,
+           workdir: str, *, step: int, writer=None, verbose: bool = True, note: str = '',
+           start: float | None = None, what: str = 'people') -> dict[str, float]:
+  """COCOeval of COCO keypoint ``results``; writes the results and metrics files.
+
+  No results at all (an untrained model) scores 0 on every metric.
+  """
+  start = time.time() if start is None else start
+  split = config.dataset.val_split
   # Every process scores the same predictions (replicated), so all agree on the metrics.
-  metrics, table = evaluation.coco_keypoint_eval(annotation_file, results)
+  if results:
+    metrics, table = evaluation.coco_keypoint_eval(annotation_file, results)
+  else:
+    metrics, table = dict.fromkeys(evaluation.METRIC_NAMES, 0.0), '(no people found: 0)'
   out_dir = os.path.join(os.path.abspath(workdir), EVAL_DIR)
   if jax.process_index() == 0:
     _write_json(os.path.join(out_dir, f'{split}_keypoints_results.json'), results)
@@ -198,6 +216,87 @@ def score_predictions(config: ml_collections.ConfigDict, predictions: dict[str, 
       writer.flush()
     if verbose:
       print(f'Evaluation of step {step} on {split}: {note}{", " if note else ""}'
-            f'{len(results)} people after OKS NMS, NMS + COCOeval {time.time() - start:.1f} s; '
+            f'{len(results)} {what}, COCOeval {time.time() - start:.1f} s; '
             f'results in {out_dir}\n{table}', flush=True)
   return metrics
+
+
+class BottomUpEvaluator:
+  """The bottom-up eval job: every val image through ``BottomUpPredictor``, then COCOeval.
+
+  As the official test: all people of each image, score = mean joint score, no NMS. Each
+  process predicts every P-th image on its first local device; the people are gathered.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = None):
+    from input_pipeline import coco, datasets  # TF-side code
+    del mesh  # one image at a time, on one local device
+    self.config = config
+    root = datasets.dataset_root(config)
+    self.annotation_file = coco.annotation_path(root, config.dataset.val_split)
+    images = coco.read_json(self.annotation_file).get('images', [])
+    if not images:
+      raise ValueError(f'{self.annotation_file}: no images to evaluate')
+    folder = coco.image_dir(root, config.dataset.val_split)
+    images = sorted(images, key=lambda i: i['id'])
+    self.num_images = len(images)
+    mine = images[jax.process_index()::jax.process_count()]
+    self.paths = [os.path.join(folder, i['file_name']) for i in mine]
+    self.image_ids = [int(i['id']) for i in mine]
+    self.predictor = None
+
+  def predict(self, variables: Any) -> list[dict]:
+    """COCO results of every val image (all processes' images, on every process)."""
+    from hrnet_jax import bottom_up
+    if self.predictor is None:
+      self.predictor = bottom_up.BottomUpPredictor(self.config, variables)
+    else:
+      self.predictor.set_variables(variables)
+    k, cap = self.config.model.num_joints, self.config.test.max_num_people
+    share = -(-self.num_images // jax.process_count())
+    keypoints = np.zeros((share, cap, k, 3), np.float64)
+    scores = np.zeros((share, cap), np.float64)
+    counts = np.zeros((share,), np.int32)
+    ids = np.full((share,), -1, np.int64)
+    for i, (path, image_id) in enumerate(zip(self.paths, self.image_ids)):
+      people, person_scores = self.predictor.predict(read_rgb(path, self.config))
+      n = min(len(people), cap)
+      keypoints[i, :n], scores[i, :n] = people[:n], person_scores[:n]
+      counts[i], ids[i] = n, image_id
+    if jax.process_count() > 1:
+      keypoints, scores, counts, ids = (
+          np.concatenate(list(x)) for x in multihost_utils.process_allgather(
+              (keypoints, scores, counts, ids)))
+    results = []
+    for person_keypoints, person_scores, n, image_id in zip(keypoints, scores, counts, ids):
+      if image_id >= 0:
+        results += bottom_up.results_for_image(image_id, person_keypoints[:n], person_scores[:n])
+    return results
+
+  def evaluate(self, variables: Any, workdir: str, *, step: int, writer=None,
+               verbose: bool = True) -> dict[str, float]:
+    """Predicts the val split, writes COCO results and metrics under ``workdir/eval``."""
+    start = time.time()
+    results = self.predict(variables)
+    note = f'{self.num_images} images, predicted in {time.time() - start:.1f} s'
+    return report(self.config, results, self.annotation_file, workdir, step=step,
+                  writer=writer, verbose=verbose, note=note)
+
+
+def read_rgb(path: str, config: ml_collections.ConfigDict) -> np.ndarray:
+  """An image file as uint8 (H, W, 3), RGB unless ``config.dataset.color_rgb`` is False."""
+  from input_pipeline import pipeline  # TF-side code
+  try:
+    image = tf.io.decode_image(tf.io.read_file(path), channels=3,
+                               expand_animations=False).numpy()
+  except (tf.errors.OpError, ValueError) as e:
+    message = e.message.splitlines()[0] if hasattr(e, 'message') else str(e)
+    raise pipeline.DataError(f'{path}: cannot read or decode the image ({message})') from None
+  return image if config.dataset.get('color_rgb', True) else image[..., ::-1]
+
+
+def make_evaluator(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = None):
+  """The eval job of a config: ``Evaluator`` (top-down) or ``BottomUpEvaluator``."""
+  if models.is_bottom_up(config.model):
+    return BottomUpEvaluator(config, mesh)
+  return Evaluator(config, mesh)

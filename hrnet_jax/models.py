@@ -76,8 +76,8 @@ def require_top_down(config: ml_collections.ConfigDict, what: str) -> None:
   if is_bottom_up(config):
     raise NotImplementedError(
         f'{what} supports top-down models only; config.model.name={config.name!r} is '
-        f'bottom-up. Bottom-up inference: hrnet_jax.bottom_up.BottomUpPredictor (issue 7: '
-        f'bottom-up training and eval entry points are not built yet)')
+        f'bottom-up: use hrnet_jax.bottom_up (BottomUpPredictor, and eval_lib.make_evaluator '
+        f'for evaluation)')
 
 
 def stage_channels(config: ml_collections.ConfigDict, stage: int) -> tuple[int, ...]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -37,6 +38,23 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: 
                            batch_stats=variables['batch_stats'])
 
 
+def _apply_loss(state: TrainState, loss_fn) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One optimizer step on ``loss_fn(params) -> (loss, (batch_stats, extra metrics))``."""
+  (loss, (batch_stats, extra)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+  finite = jnp.isfinite(loss)
+  for x in jax.tree.leaves((state.params, state.batch_stats)):
+    finite &= jnp.all(jnp.isfinite(x))
+  return state, {'loss': loss, 'grad_norm': optax.tree.norm(grads), 'finite': finite, **extra}
+
+
+def _apply_train(state: TrainState, params, images: jax.Array):
+  """The model in training mode: its outputs and the updated BatchNorm statistics."""
+  outputs, updates = state.apply_fn({'params': params, 'batch_stats': state.batch_stats},
+                                    images, train=True, mutable=['batch_stats'])
+  return outputs, updates['batch_stats']
+
+
 def train_step(state: TrainState, batch: dict[str, jax.Array],
                rng: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimizer step on ``batch`` ('image', 'heatmaps', 'target_weight'); pure.
@@ -46,17 +64,64 @@ def train_step(state: TrainState, batch: dict[str, jax.Array],
   del rng
 
   def loss_fn(params):
-    heatmaps, updates = state.apply_fn({'params': params, 'batch_stats': state.batch_stats},
-                                       batch['image'], train=True, mutable=['batch_stats'])
+    heatmaps, batch_stats = _apply_train(state, params, batch['image'])
     loss = losses.joints_mse_loss(heatmaps, batch['heatmaps'], batch.get('target_weight'))
-    return loss, updates['batch_stats']
+    return loss, (batch_stats, {})
 
-  (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-  finite = jnp.isfinite(loss)
-  for x in jax.tree.leaves((state.params, state.batch_stats)):
-    finite &= jnp.all(jnp.isfinite(x))
-  return state, {'loss': loss, 'grad_norm': optax.tree.norm(grads), 'finite': finite}
+  return _apply_loss(state, loss_fn)
+
+
+def bottom_up_loss(outputs: tuple[jax.Array, jax.Array], batch: dict[str, jax.Array], *,
+                   heatmap_factors=(1.0, 1.0), push_factor: float = 1e-3,
+                   pull_factor: float = 1e-3,
+                   ae_type: str = 'exp') -> tuple[jax.Array, dict[str, jax.Array]]:
+  """The official MultiLossFactory on HigherHRNet's outputs, averaged over the batch.
+
+  Masked heatmap MSE at 1/4 and 1/2 (x ``heatmap_factors``) plus the associative-embedding
+  push and pull losses of the 1/4 tags; returns the total and its parts.
+  """
+  quarter, half = outputs
+  k = half.shape[-1]
+  heat_quarter = losses.masked_heatmap_loss(quarter[..., :k], batch['heatmaps_quarter'],
+                                            batch['mask_quarter']) * heatmap_factors[0]
+  heat_half = losses.masked_heatmap_loss(half, batch['heatmaps_half'],
+                                         batch['mask_half']) * heatmap_factors[1]
+  push, pull = losses.associative_embedding_loss(quarter[..., k:], batch['tag_locations'],
+                                                 ae_type)
+  parts = {'heatmap_loss_quarter': heat_quarter.mean(), 'heatmap_loss_half': heat_half.mean(),
+           'push_loss': (push * push_factor).mean(), 'pull_loss': (pull * pull_factor).mean()}
+  return sum(parts.values()), parts
+
+
+def bottom_up_train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array,
+                         **loss_options) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One optimizer step of HigherHRNet on a ``bottom_up_pipeline`` batch; pure.
+
+  ``loss_options`` are ``bottom_up_loss``'s factors (``functools.partial`` them in).
+  """
+  del rng
+
+  def loss_fn(params):
+    outputs, batch_stats = _apply_train(state, params, batch['image'])
+    loss, parts = bottom_up_loss(outputs, batch, **loss_options)
+    return loss, (batch_stats, parts)
+
+  return _apply_loss(state, loss_fn)
+
+
+TOP_DOWN_BATCH_KEYS = ('image', 'heatmaps', 'target_weight')
+
+
+def make_train_step(config: ml_collections.ConfigDict):
+  """The config's train step, a pure (state, batch, rng) function, and the batch keys it reads."""
+  if not models.is_bottom_up(config.model):
+    return train_step, TOP_DOWN_BATCH_KEYS
+  from input_pipeline import bottom_up_pipeline  # TF-side code
+  loss = config.loss
+  step = functools.partial(bottom_up_train_step, heatmap_factors=tuple(loss.heatmap_factors),
+                           push_factor=loss.push_factor, pull_factor=loss.pull_factor,
+                           ae_type=loss.ae_type)
+  return step, bottom_up_pipeline.BATCH_KEYS
 
 
 class NonFiniteLossError(ValueError):
@@ -87,7 +152,7 @@ def create_optimizer(config: ml_collections.ConfigDict,
 
 # Config entries that fix the shapes of the model's variables and inputs: a workdir saved
 # with other values cannot be resumed with these.
-_SHAPE_KEYS = ('model', 'dataset.image_size', 'dataset.heatmap_size')
+_SHAPE_KEYS = ('model', 'dataset.image_size', 'dataset.heatmap_size', 'dataset.input_size')
 
 
 def _lookup(config: dict, dotted: str):
@@ -171,7 +236,6 @@ def _format_eta(seconds: float) -> str:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   """Trains (resuming from the latest checkpoint in ``workdir``) and returns the final state."""
   from input_pipeline import datasets  # TF-side code, imported where training needs it
-  models.require_top_down(config.model, 'launch/train.py')
   workdir = os.path.abspath(workdir)
   is_main = jax.process_index() == 0
 
@@ -192,7 +256,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   model = models.create_model(config.model)
   learning_rate = create_learning_rate_fn(config, steps_per_epoch)
   tx = create_optimizer(config, learning_rate)
-  width, height = config.dataset.image_size
+  width, height = config_lib.training_input_size(config)
 
   def init(rng):
     return create_train_state(model, tx, rng, (1, height, width, 3))
@@ -230,7 +294,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   # Periodic evaluation with the eval job's code; the best checkpoint by AP in workdir/best/.
   best_manager = checkpoints.best_checkpoint_manager(workdir)
   best_ap = _best_ap(best_manager)
-  evaluator = eval_lib.Evaluator(config, mesh) if config.eval_every_steps >= 0 else None
+  evaluator = eval_lib.make_evaluator(config, mesh) if config.eval_every_steps >= 0 else None
 
   def evaluate(step: int) -> None:
     nonlocal best_ap
@@ -244,14 +308,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
               flush=True)
 
   # Update step: a pure function, jitted over the mesh; the old state's buffers are reused.
-  update = jax.jit(train_step, in_shardings=(rep, data, rep), out_shardings=(rep, rep),
+  step_fn, batch_keys = make_train_step(config)
+  update = jax.jit(step_fn, in_shardings=(rep, data, rep), out_shardings=(rep, rep),
                    donate_argnums=(0,))
   writer = tf.summary.create_file_writer(workdir) if is_main else None
   stream = data_source.batches(start_step=start_step, process_index=jax.process_index(),
                                process_count=jax.process_count())
   if is_main:
     print(f'Training {total_steps} steps ({steps_per_epoch} per epoch of {num_instances} '
-          f'people, global batch {config.batch_size} on {jax.device_count()} device(s), '
+          f'{data_source.what}, global batch {config.batch_size} on {jax.device_count()} device(s), '
           f'{jax.process_count()} process(es)); workdir {workdir}', flush=True)
 
   pending: list[tuple[int, dict]] = []  # metrics not yet fetched from the devices
@@ -278,7 +343,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     for step in range(start_step, total_steps):
       local = next(stream)
       batch = sharding.global_batch(
-          {k: local[k] for k in ('image', 'heatmaps', 'target_weight')}, mesh)
+          {k: local[k] for k in batch_keys}, mesh)
       state, metrics = update(state, batch, jax.random.fold_in(rng, step))
       pending.append((step, metrics))
       done = step + 1

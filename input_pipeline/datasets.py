@@ -16,7 +16,8 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from input_pipeline import coco, pipeline, synthetic, tfds_source
+from hrnet_jax import models
+from input_pipeline import bottom_up_pipeline, coco, pipeline, synthetic, tfds_source
 
 SOURCES = ('folder', 'tfds', 'synthetic')
 
@@ -54,12 +55,25 @@ def dataset_root(config: ml_collections.ConfigDict) -> str:
 
 
 class TrainingData:
-  """The training people of a config's source, read once: their count and their batches."""
+  """The training examples of a config's source, read once: their count and their batches.
+
+  Top-down examples are person instances; bottom-up (HigherHRNet) examples are whole images.
+  """
 
   def __init__(self, config: ml_collections.ConfigDict):
     self.config = config
-    self.spec = pipeline.SampleSpec.from_config(config)
     d = config.dataset
+    self.bottom_up = models.is_bottom_up(config.model)
+    if self.bottom_up:
+      if d.source == 'tfds':
+        raise ValueError("bottom-up training reads COCO-format folders: config.dataset.source "
+                         "'tfds' is top-down only; use 'folder' or 'synthetic'")
+      self.spec = bottom_up_pipeline.BottomUpSpec.from_config(config)
+      self.instances = coco.load_people_images(dataset_root(config), d.train_split,
+                                               num_joints=config.model.num_joints)
+      self.num_instances = len(self.instances)
+      return
+    self.spec = pipeline.SampleSpec.from_config(config)
     if d.source == 'tfds':
       builder = tfds_source.load_builder(d.tfds_data_dir)
       tfds_source._check_split(builder, d.train_split)
@@ -71,6 +85,11 @@ class TrainingData:
                                               num_joints=config.model.num_joints,
                                               padding=d.box_padding)
       self.num_instances = len(self.instances)
+
+  @property
+  def what(self) -> str:
+    """What one example is, for messages."""
+    return 'images' if self.bottom_up else 'people'
 
   def batches(self, *, start_step: int, process_index: int,
               process_count: int) -> Iterator[dict[str, np.ndarray]]:
@@ -84,4 +103,5 @@ class TrainingData:
     return pipeline.TrainIterator(
         self.instances, self.spec, c.batch_size, seed=c.seed, start_step=start_step,
         process_index=process_index, process_count=process_count,
-        skip_bad_images=c.dataset.skip_bad_images)
+        skip_bad_images=c.dataset.skip_bad_images,
+        make_dataset=bottom_up_pipeline.train_dataset if self.bottom_up else None)

@@ -1,9 +1,10 @@
-r"""Runs a trained top-down HRNet on images, a folder of images or a video, and draws poses.
+r"""Runs a trained model on images, a folder of images or a video, and draws poses.
 
 python launch/demo.py --workdir=DIR --input=IMAGE|VIDEO|FOLDER --output=PATH \
     [--boxes=DETECTIONS.json] [--checkpoint=latest|best|STEP] [--threshold=0.3]
 
-Boxes come from a COCO detection results file (category 1, score above --box_threshold);
+A bottom-up (HigherHRNet) run finds every person of a whole image by itself: no --boxes.
+For a top-down HRNet run, boxes come from a COCO detection results file (category 1, score above --box_threshold);
 a detection's image_id is matched to the number in an image's file name (COCO style,
 000000000139.jpg -> 139) or else to its 0-based position in the sorted folder, and for a
 video to the 0-based frame index. Without --boxes the whole image or frame is one box.
@@ -27,7 +28,7 @@ import jax
 import numpy as np
 import tensorflow as tf
 
-from hrnet_jax import checkpoints, cli, config_lib, inference, sharding
+from hrnet_jax import bottom_up, checkpoints, cli, config_lib, inference, models, sharding
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training run folder (config and checkpoints).')
 _CHECKPOINT = flags.DEFINE_string('checkpoint', 'latest', "'latest', 'best' or a step number.")
@@ -130,7 +131,14 @@ def main(argv: list[str]) -> int:
   mesh = sharding.data_mesh()
   variables, step, _ = checkpoints.restore_run_variables(
       _WORKDIR.value, _CHECKPOINT.value, config.model, sharding.replicated(mesh))
-  predictor = inference.PosePredictor(config, variables)
+  bottom_up_model = models.is_bottom_up(config.model)
+  if bottom_up_model:
+    if _BOXES.value:
+      raise ValueError(f'--boxes {_BOXES.value}: {_WORKDIR.value} holds a bottom-up model, '
+                       f'which finds every person itself; drop --boxes')
+    predictor = bottom_up.BottomUpPredictor(config, variables)
+  else:
+    predictor = inference.PosePredictor(config, variables)
   boxes_by_image = read_boxes(_BOXES.value, _BOX_THRESHOLD.value)
   kind, stream, total, fps = frames(_INPUT.value)
   output = _OUTPUT.value
@@ -142,16 +150,19 @@ def main(argv: list[str]) -> int:
   if kind == 'folder':
     os.makedirs(output, exist_ok=True)
   results, start, done = [], time.time(), 0
+  people_from = ('bottom-up, no boxes' if bottom_up_model else
+                 f'boxes of {_BOXES.value}' if _BOXES.value else 'whole images as boxes')
   print(f'Model of {_WORKDIR.value} (step {step}); {total} {kind} frame(s) from {_INPUT.value}; '
-        f'{"boxes of " + _BOXES.value if _BOXES.value else "whole images as boxes"}.',
-        flush=True)
-  # Frames are read in chunks so that the crops of several frames fill one jitted batch.
+        f'{people_from}.', flush=True)
+  # Top-down: frames are read in chunks so that the crops of several frames fill one jitted
+  # batch. Bottom-up: one whole frame at a time.
   chunk = []
   for item in _with_end(stream):
     if item is not None:
       chunk.append(item)
-    if chunk and (item is None or len(chunk) >= predictor.batch_size):
-      for image_id, name, frame, people, boxes, scores in _predict_chunk(
+    if chunk and (item is None or bottom_up_model or len(chunk) >= predictor.batch_size):
+      predict = _predict_bottom_up if bottom_up_model else _predict_chunk
+      for image_id, name, frame, people, boxes, scores in predict(
           predictor, chunk, boxes_by_image):
         drawn = inference.draw_people(frame, people, _THRESHOLD.value,
                                       boxes if _BOXES.value else None)
@@ -190,6 +201,15 @@ def main(argv: list[str]) -> int:
 def _with_end(iterator):
   yield from iterator
   yield None
+
+
+def _predict_bottom_up(predictor, chunk, boxes_by_image):
+  """Runs the bottom-up model on each whole frame; yields per-frame people, no boxes."""
+  del boxes_by_image
+  for image_id, name, frame in chunk:
+    people, scores = predictor.predict(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+                                       if predictor.config.dataset.color_rgb else frame)
+    yield image_id, name, frame, people, [], scores
 
 
 def _predict_chunk(predictor, chunk, boxes_by_image):

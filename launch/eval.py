@@ -1,4 +1,7 @@
-r"""Evaluates a top-down HRNet on its val split: flip test, official decoding, OKS NMS, COCOeval.
+r"""Evaluates a model on its val split with COCOeval, as the official test of its kind.
+
+Top-down HRNet: person boxes, flip test, official decoding, OKS NMS. Bottom-up HigherHRNet:
+whole images, flip test, the official grouping (no boxes, no NMS).
 
 python launch/eval.py --workdir=DIR [--checkpoint=latest|best|STEP] [--config.KEY=VALUE ...]
 python launch/eval.py --config=configs/coco_w32.py --init_from=CONVERTED_DIR --workdir=OUT
@@ -18,7 +21,7 @@ import jax
 from ml_collections import config_flags
 import tensorflow as tf
 
-from hrnet_jax import checkpoints, cli, config_lib, eval_lib, sharding, weights
+from hrnet_jax import checkpoints, cli, config_lib, eval_lib, models, sharding, weights
 
 
 def _flag_value(argv: list[str], name: str) -> str | None:
@@ -77,12 +80,16 @@ def main(argv: list[str]) -> int:
         workdir, _CHECKPOINT.value, config.model, sharding.replicated(mesh))
     what = f'{workdir} checkpoint {_CHECKPOINT.value} (step {step})'
   if jax.process_index() == 0:
-    print(f'Evaluating {what} on {config.dataset.val_split} with '
-          f'{"ground-truth boxes" if config.test.use_gt_bbox else config.test.bbox_file}, '
-          f'flip test {config.test.flip_test}, decoder {config.test.decoder}.', flush=True)
+    if models.is_bottom_up(config.model):
+      how = (f'bottom-up (no boxes), scales {tuple(config.test.scale_factors)}, flip test '
+             f'{config.test.flip_test}')
+    else:
+      how = (f'{"ground-truth boxes" if config.test.use_gt_bbox else config.test.bbox_file}, '
+             f'flip test {config.test.flip_test}, decoder {config.test.decoder}')
+    print(f'Evaluating {what} on {config.dataset.val_split} with {how}.', flush=True)
   writer = (tf.summary.create_file_writer(f'{workdir}/{eval_lib.EVAL_DIR}')
             if jax.process_index() == 0 else None)
-  eval_lib.Evaluator(config, mesh).evaluate(variables, workdir, step=step, writer=writer)
+  eval_lib.make_evaluator(config, mesh).evaluate(variables, workdir, step=step, writer=writer)
   return 0
 
 

@@ -1,7 +1,9 @@
-r"""Trains a top-down HRNet: data-parallel over all devices, resumable, multi-host ready.
+r"""Trains HRNet (top-down) or HigherHRNet (bottom-up), as the config's model says.
 
 python launch/train.py --config=configs/coco_w32.py --workdir=DIR [--config.KEY=VALUE ...]
+python launch/train.py --config=configs/coco_higherhrnet_w32_512.py --workdir=DIR
 
+Data-parallel over all devices, resumable, multi-host ready.
 Re-running the same command resumes from the latest checkpoint in DIR/checkpoints/. SIGTERM
 saves a checkpoint and exits. On a Cloud TPU pod slice or under SLURM / Open MPI the processes
 find each other by themselves; elsewhere pass --coordinator_address, --num_processes and
