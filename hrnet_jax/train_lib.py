@@ -316,16 +316,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                                process_count=jax.process_count())
   if is_main:
     print(f'Training {total_steps} steps ({steps_per_epoch} per epoch of {num_instances} '
-          f'{data_source.what}, global batch {config.batch_size} on {jax.device_count()} device(s), '
-          f'{jax.process_count()} process(es)); workdir {workdir}', flush=True)
+          f'{data_source.what}, global batch {config.batch_size} on {jax.device_count()} '
+          f'device(s), {jax.process_count()} process(es)); workdir {workdir}', flush=True)
 
   pending: list[tuple[int, dict]] = []  # metrics not yet fetched from the devices
   last_loss, saved_step = float('nan'), start_step
+  last_parts: dict[str, float] = {}  # the loss's parts and the gradient norm, for TensorBoard
   timer_start, timer_steps = None, 0
 
   def fetch() -> float:
     """Pulls pending metrics to the host; stops the run at the first non-finite loss."""
-    nonlocal last_loss
+    nonlocal last_loss, last_parts
     for step, metrics in pending:
       loss = float(metrics['loss'])
       if not (np.isfinite(loss) and bool(metrics['finite'])):
@@ -336,6 +337,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             f'(step {saved_step}) is kept. Lower config.optim.learning_rate (now '
             f'{config.optim.learning_rate}) or check the data of step {step}.')
       last_loss = loss
+    if pending:
+      last_parts = {k: float(v) for k, v in pending[-1][1].items() if k not in ('loss', 'finite')}
     pending.clear()
     return last_loss
 
@@ -363,6 +366,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                 f'ETA {eta}', flush=True)
           with writer.as_default(step=done):
             tf.summary.scalar('train/loss', loss)
+            for name, value in last_parts.items():
+              tf.summary.scalar(f'train/{name}', value)
             tf.summary.scalar('train/learning_rate', lr)
             tf.summary.scalar('train/instances_per_second', rate * config.batch_size)
             tf.summary.scalar('train/step_time', 1 / rate if rate else 0.0)

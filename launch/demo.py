@@ -3,11 +3,13 @@ r"""Runs a trained model on images, a folder of images or a video, and draws pos
 python launch/demo.py --workdir=DIR --input=IMAGE|VIDEO|FOLDER --output=PATH \
     [--boxes=DETECTIONS.json] [--checkpoint=latest|best|STEP] [--threshold=0.3]
 
-A bottom-up (HigherHRNet) run finds every person of a whole image by itself: no --boxes.
-For a top-down HRNet run, boxes come from a COCO detection results file (category 1, score above --box_threshold);
-a detection's image_id is matched to the number in an image's file name (COCO style,
-000000000139.jpg -> 139) or else to its 0-based position in the sorted folder, and for a
-video to the 0-based frame index. Without --boxes the whole image or frame is one box.
+A bottom-up (HigherHRNet) run finds every person of a whole image by itself: no --boxes;
+people scored below --person_threshold (0.2) are left out of the drawing.
+For a top-down HRNet run, boxes come from a COCO detection results file (category 1, score
+above --box_threshold); a detection's image_id is matched to the number in an image's file
+name (COCO style, 000000000139.jpg -> 139) or else to its 0-based position in the sorted
+folder, and for a video to the 0-based frame index. Without --boxes the whole image or frame
+is one box.
 
 Output: an image (one input image), a folder of drawn images (a folder), or an mp4 (a
 video), and beside it a COCO results JSON (--json, default OUTPUT.json) with the keypoints
@@ -37,6 +39,9 @@ _OUTPUT = flags.DEFINE_string('output', None, 'Drawn image, folder or .mp4 to wr
 _BOXES = flags.DEFINE_string('boxes', None, 'COCO detection results JSON (person boxes).')
 _BOX_THRESHOLD = flags.DEFINE_float('box_threshold', 0.5, 'Minimum detection score.')
 _THRESHOLD = flags.DEFINE_float('threshold', 0.3, 'Keypoints above this score are drawn.')
+_PERSON_THRESHOLD = flags.DEFINE_float(
+    'person_threshold', 0.2, 'Bottom-up only: people scored below are not drawn (the JSON '
+    'keeps them; like the official test, grouping reports every candidate, with no NMS).')
 _JSON = flags.DEFINE_string('json', None, 'Keypoints JSON to write (default: OUTPUT.json).')
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp')
@@ -164,7 +169,9 @@ def main(argv: list[str]) -> int:
       predict = _predict_bottom_up if bottom_up_model else _predict_chunk
       for image_id, name, frame, people, boxes, scores in predict(
           predictor, chunk, boxes_by_image):
-        drawn = inference.draw_people(frame, people, _THRESHOLD.value,
+        shown = (people[np.asarray(scores) >= _PERSON_THRESHOLD.value] if bottom_up_model
+                 else people)
+        drawn = inference.draw_people(frame, shown, _THRESHOLD.value,
                                       boxes if _BOXES.value else None)
         if kind == 'video':
           if writer is None:
