@@ -83,9 +83,12 @@ def test_output_contract_and_export_round_trip(tmp_path):
     weights.load_torch_checkpoint(path, config)
 
 
-def test_top_down_training_refuses_a_bottom_up_config_before_writing(tmp_path):
-  from hrnet_jax import config_lib, train_lib
+def test_top_down_only_code_refuses_a_bottom_up_config():
+  from hrnet_jax import config_lib, eval_lib
+  from input_pipeline import datasets
   config = config_lib.bottomup_config(width=4, input_size=64, batch_size=2)
-  with pytest.raises(NotImplementedError, match="'higher_hrnet' is bottom-up"):
-    train_lib.train_and_evaluate(config, str(tmp_path / 'run'))
-  assert not (tmp_path / 'run').exists()
+  with pytest.raises(NotImplementedError, match="'higher_hrnet' is bottom-up: .*make_evaluator"):
+    eval_lib.Evaluator(config)
+  config.dataset.source = 'tfds'
+  with pytest.raises(ValueError, match="source 'tfds' is top-down only"):
+    datasets.TrainingData(config)
