@@ -89,18 +89,24 @@ def _require(record: dict, keys: tuple[str, ...], what: str, path: str) -> None:
     raise DatasetError(f'{path}: {what} is missing key(s) {missing}: {str(record)[:200]}')
 
 
-def labelled_people(root: str, split: str, *, num_joints: int = 17):
-  """(image record, annotation id, cleaned box x, y, w, h, (K, 3) keypoints, area) per person.
-
-  The people the official ``_load_coco_keypoint_annotation_kernal`` keeps: not crowd, a
-  valid box once clipped to the image, at least one labelled keypoint; sorted by image id.
-  """
+def _read_annotations(root: str, split: str) -> tuple[dict, str]:
+  """A split's COCO annotation dict and its path, or a DatasetError naming what is wrong."""
   if not tf.io.gfile.isdir(root):
     raise DatasetError(f'dataset folder not found: {root}')
   path = annotation_path(root, split)
   data = read_json(path)
   if not isinstance(data, dict) or 'images' not in data or 'annotations' not in data:
     raise DatasetError(f'{path}: expected a COCO dict with "images" and "annotations"')
+  return data, path
+
+
+def labelled_people(root: str, split: str, *, num_joints: int = 17):
+  """(image record, annotation id, cleaned box x, y, w, h, (K, 3) keypoints, area) per person.
+
+  The people the official ``_load_coco_keypoint_annotation_kernal`` keeps: not crowd, a
+  valid box once clipped to the image, at least one labelled keypoint; sorted by image id.
+  """
+  data, path = _read_annotations(root, split)
   images = {}
   for image in data['images']:
     _require(image, ('id', 'file_name', 'width', 'height'), 'an image', path)
@@ -205,12 +211,7 @@ def load_people_images(root: str, split: str, *, num_joints: int = 17) -> People
   A person with a labelled keypoint gives a row of joints; a crowd region or a person
   without labelled keypoints is an ignore region (its segmentation), as the official mask.
   """
-  if not tf.io.gfile.isdir(root):
-    raise DatasetError(f'dataset folder not found: {root}')
-  path = annotation_path(root, split)
-  data = read_json(path)
-  if not isinstance(data, dict) or 'images' not in data or 'annotations' not in data:
-    raise DatasetError(f'{path}: expected a COCO dict with "images" and "annotations"')
+  data, path = _read_annotations(root, split)
   by_image: dict[int, list] = {}
   for ann in sorted(data['annotations'], key=lambda a: (a.get('image_id', 0), a.get('id', 0))):
     _require(ann, ('image_id', 'category_id'), 'an annotation', path)
