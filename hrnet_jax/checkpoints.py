@@ -13,7 +13,8 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
-from hrnet_jax import weights
+from hrnet_jax import errors, weights
+from hrnet_jax.sharding import data_mesh, replicated
 
 VARIABLES_DIR = 'variables'
 METADATA_FILE = 'hrnet_jax_variables.json'
@@ -32,7 +33,8 @@ def save_variables(directory: str | os.PathLike, variables: Mapping[str, Any],
   """
   directory = os.path.abspath(os.fspath(directory))
   if os.path.exists(directory) and os.listdir(directory):
-    raise FileExistsError(f'{directory} already exists and is not empty; refusing to overwrite it')
+    raise errors.ExistingFileError(f'{directory} already exists and is not empty; refusing to '
+                                   'overwrite it')
   checkpointer = ocp.StandardCheckpointer()
   checkpointer.save(os.path.join(directory, VARIABLES_DIR), dict(variables))
   checkpointer.wait_until_finished()
@@ -51,8 +53,8 @@ def restore_variables(directory: str | os.PathLike,
   if not os.path.isdir(path):
     path = directory
   if not os.path.isdir(path):
-    raise FileNotFoundError(f'no checkpoint at {directory} (expected a directory written by '
-                            f'launch/convert_weights.py or training)')
+    raise errors.MissingFileError(f'no checkpoint at {directory} (expected a directory written '
+                                  'by launch/convert_weights.py or training)')
   _, target = _checked_target(path, model_config)
   return ocp.StandardCheckpointer().restore(path, target)
 
@@ -66,7 +68,7 @@ def _checked_target(path: str, model_config: ml_collections.ConfigDict,
   try:
     on_disk_tree = ocp.StandardCheckpointHandler().metadata(epath.Path(path)).tree
   except Exception as e:  # orbax raises several types for a directory that is not its own
-    raise ValueError(f'{path} is not an orbax checkpoint of model variables: {e}') from e
+    raise errors.UserError(f'{path} is not an orbax checkpoint of model variables: {e}') from e
   on_disk = _flat_shapes({k: v for k, v in on_disk_tree.items() if k not in ignore})
   target = weights.variable_shapes(model_config)
   target = {k: target.get(k, {}) for k in ('params', 'batch_stats')}
@@ -139,8 +141,11 @@ def run_checkpoint_steps(workdir: str, which: str = CHECKPOINTS_DIR) -> list[int
 
 
 def restore_run_variables(workdir: str, checkpoint: str, model_config: ml_collections.ConfigDict,
-                          sharding: jax.sharding.Sharding) -> tuple[dict[str, Any], int, dict]:
+                          sharding: jax.sharding.Sharding | None = None
+                          ) -> tuple[dict[str, Any], int, dict]:
   """{'params', 'batch_stats'} of a training run, placed with ``sharding``; step; metadata.
+
+  Without ``sharding`` the variables are replicated over all devices.
 
   ``checkpoint`` is 'latest', 'best' or a step number. The shapes are checked against
   ``model_config`` first. Any device layout can restore what any other saved.
@@ -149,7 +154,7 @@ def restore_run_variables(workdir: str, checkpoint: str, model_config: ml_collec
   steps = run_checkpoint_steps(workdir, which)
   folder = os.path.join(os.path.abspath(workdir), which)
   if not steps:
-    raise FileNotFoundError(f'no checkpoint in {folder}' + (
+    raise errors.MissingFileError(f'no checkpoint in {folder}' + (
         ' (the best checkpoint is written by evaluations during training)'
         if which == BEST_DIR else ' (is --workdir a launch/train.py run folder?)'))
   if checkpoint in ('latest', 'best'):
@@ -157,9 +162,11 @@ def restore_run_variables(workdir: str, checkpoint: str, model_config: ml_collec
   elif checkpoint.isdigit() and int(checkpoint) in steps:
     step = int(checkpoint)
   else:
-    raise FileNotFoundError(f'no checkpoint {checkpoint!r} in {folder}: expected latest, best '
-                            f'or one of the steps {steps}')
+    raise errors.MissingFileError(f'no checkpoint {checkpoint!r} in {folder}: expected latest, '
+                                  f'best or one of the steps {steps}')
   path = os.path.join(folder, str(step), 'state')
+  if sharding is None:
+    sharding = replicated(data_mesh())
   _, target = _checked_target(path, model_config, ignore=_TRAIN_ONLY)
   abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
                           target)

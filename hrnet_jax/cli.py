@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import pickle
 import sys
 from typing import Callable
 
 from absl import app, flags, logging
 
-from hrnet_jax import sharding, torch_pickle, weights
+from hrnet_jax import errors, sharding
 
 # Errors that describe bad input (a file, key or value); shown as one message, no traceback.
-USER_ERRORS = (FileNotFoundError, FileExistsError, KeyError, ValueError, pickle.UnpicklingError,
-               torch_pickle.UnsafeCheckpointError, weights.CheckpointMismatchError)
+# Every other exception is a bug and keeps its traceback.
+USER_ERRORS = errors.UserError
 
 
 def run(main: Callable[[list[str]], int | None]) -> None:
@@ -23,8 +22,7 @@ def run(main: Callable[[list[str]], int | None]) -> None:
     try:
       return main(argv)
     except USER_ERRORS as e:
-      message = e.args[0] if isinstance(e, KeyError) and e.args else e
-      print(f'error: {message}', file=sys.stderr)
+      print(f'error: {e}', file=sys.stderr)
       return 1
     except AttributeError as e:  # a bug, not a --config key: keep its traceback
       raise RuntimeError(f'internal error: {e}') from e

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hrnet_jax import errors
 from hrnet_jax import keypoints as kp
 
 
@@ -120,9 +121,9 @@ DECODERS = ('official', 'dark')
 
 
 def check_decoder(decoder: str) -> None:
-  """Raises ``ValueError`` unless ``decoder`` is one of ``DECODERS``."""
+  """Raises ``errors.UserError`` unless ``decoder`` is one of ``DECODERS``."""
   if decoder not in DECODERS:
-    raise ValueError(f'decoder {decoder!r}: expected one of {DECODERS}')
+    raise errors.UserError(f'decoder {decoder!r}: expected one of {DECODERS}')
 
 
 def heatmap_coordinates(heatmaps, post_process: bool = True) -> tuple[jax.Array, jax.Array]:

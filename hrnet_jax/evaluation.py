@@ -14,7 +14,9 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from hrnet_jax import errors
 from hrnet_jax import keypoints as kp
+from hrnet_jax.keypoints import PERSON_CATEGORY
 
 SOFT_NMS_MAX_DETECTIONS = 20  # the official soft_oks_nms keeps at most 20 people per image
 
@@ -91,7 +93,6 @@ def rescore(box_scores, keypoint_scores, in_vis_thre: float) -> np.ndarray:
 # The official ``COCODataset.evaluate``: rescoring and OKS NMS per image, COCO results, COCOeval.
 
 METRIC_NAMES = ('AP', 'AP50', 'AP75', 'APM', 'APL', 'AR', 'AR50', 'AR75', 'ARM', 'ARL')
-PERSON_CATEGORY = 1
 
 
 def keypoint_results(keypoints, box_scores, image_ids, centers, scales, *,
@@ -133,20 +134,20 @@ def coco_keypoint_eval(annotation_file: str, results: list[dict] | str,
   """pycocotools COCOeval (iouType 'keypoints') of results (a list or a results file).
 
   Returns the ten summary numbers under ``METRIC_NAMES`` and the printed table. Raises
-  ``ValueError`` for an empty result list or image ids absent from the annotations.
+  ``errors.UserError`` for an empty result list or image ids absent from the annotations.
   """
   source = results if isinstance(results, str) else 'the results'
   if isinstance(results, str):
     with open(results) as f:
       results = json.load(f)
   if not results:
-    raise ValueError(f'{source}: no keypoint results to evaluate')
+    raise errors.UserError(f'{source}: no keypoint results to evaluate')
   with contextlib.redirect_stdout(io.StringIO()):
     ground_truth = COCO(annotation_file)
   unknown = sorted({r['image_id'] for r in results} - set(ground_truth.getImgIds()))
   if unknown:
-    raise ValueError(f'{source}: {len(unknown)} image id(s) are not in {annotation_file}: '
-                     f'{unknown[:10]}{" ..." if len(unknown) > 10 else ""}')
+    raise errors.UserError(f'{source}: {len(unknown)} image id(s) are not in {annotation_file}: '
+                           f'{unknown[:10]}{" ..." if len(unknown) > 10 else ""}')
   printed = io.StringIO()
   with contextlib.redirect_stdout(printed):
     detections = ground_truth.loadRes(results)

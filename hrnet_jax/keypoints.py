@@ -9,6 +9,8 @@ import numpy as np
 
 # The official box-scale unit: scale = box size / PIXEL_STD (COCO and MPII alike).
 PIXEL_STD = 200.0
+# The COCO category id of people (in annotations, detections and keypoint results).
+PERSON_CATEGORY = 1
 
 COCO_KEYPOINT_NAMES: tuple[str, ...] = (
     'nose', 'left_eye', 'right_eye', 'left_ear', 'right_ear',

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from hrnet_jax import errors
+
 
 def joints_mse_loss(heatmaps: jnp.ndarray, targets: jnp.ndarray,
                     target_weight: jnp.ndarray | None = None) -> jnp.ndarray:
@@ -43,7 +45,7 @@ def associative_embedding_loss(tags: jnp.ndarray, locations: jnp.ndarray,
   averaged over ordered pairs; 0 for fewer than two people.
   """
   if loss_type not in ('exp', 'max'):
-    raise ValueError(f"ae loss type must be 'exp' or 'max', got {loss_type!r}")
+    raise errors.UserError(f"ae loss type must be 'exp' or 'max', got {loss_type!r}")
   n = tags.shape[0]
   flat = jnp.transpose(tags.astype(jnp.float32), (0, 3, 1, 2)).reshape(n, -1)  # NCHW order
   index, valid = locations[..., 0], locations[..., 1].astype(jnp.float32)

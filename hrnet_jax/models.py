@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
 
+from hrnet_jax import errors
 from hrnet_jax.layers import BLOCKS, BasicBlock, Bottleneck, Dtype, batch_norm, conv, conv_init
 
 # Layer 1 of every HRNet: four Bottlenecks of 64 planes (fixed in the official code).
@@ -35,9 +36,9 @@ def pose_hrnet_config(width: int, num_blocks: int = 4,
   small CPU models of the demo faster.
   """
   if len(num_modules) != 3:
-    raise ValueError(f'num_modules must give stages 2, 3 and 4, got {num_modules!r}')
+    raise errors.UserError(f'num_modules must give stages 2, 3 and 4, got {num_modules!r}')
   if final_conv_kernel not in (1, 3):
-    raise ValueError(f'final_conv_kernel must be 1 or 3, got {final_conv_kernel!r}')
+    raise errors.UserError(f'final_conv_kernel must be 1 or 3, got {final_conv_kernel!r}')
   return ml_collections.ConfigDict({
       'name': 'pose_hrnet',
       'width': width,
@@ -66,20 +67,6 @@ def higher_hrnet_config(width: int, num_blocks: int = 4,
   return config
 
 
-def is_bottom_up(config: ml_collections.ConfigDict) -> bool:
-  """Whether a model config is a bottom-up (HigherHRNet) model."""
-  return config.name == 'higher_hrnet'
-
-
-def require_top_down(config: ml_collections.ConfigDict, what: str) -> None:
-  """Raises a clear error where a bottom-up model reaches code written for top-down ones."""
-  if is_bottom_up(config):
-    raise NotImplementedError(
-        f'{what} supports top-down models only; config.model.name={config.name!r} is '
-        f'bottom-up: use hrnet_jax.bottom_up (BottomUpPredictor, and eval_lib.make_evaluator '
-        f'for evaluation)')
-
-
 def stage_channels(config: ml_collections.ConfigDict, stage: int) -> tuple[int, ...]:
   """Branch widths of stage 2, 3 or 4: width x (1, 2, 4, 8)[:stage]."""
   return tuple(config.width * 2**i for i in range(stage))
@@ -87,9 +74,9 @@ def stage_channels(config: ml_collections.ConfigDict, stage: int) -> tuple[int, 
 
 def compute_dtype(config: ml_collections.ConfigDict) -> Dtype:
   """The activation dtype named by ``config.dtype`` (parameters stay float32)."""
-  name = config.get('dtype', 'float32')
+  name = config.dtype
   if name not in DTYPES:
-    raise ValueError(f'model.dtype must be one of {sorted(DTYPES)}, got {name!r}')
+    raise errors.UserError(f'model.dtype must be one of {sorted(DTYPES)}, got {name!r}')
   return DTYPES[name]
 
 
@@ -189,13 +176,13 @@ class HRNetBackbone(nn.Module):
     cfg, dtype = self.config, compute_dtype(self.config)
     h, w = images.shape[1:3]
     if images.ndim != 4 or h % INPUT_MULTIPLE or w % INPUT_MULTIPLE:
-      raise ValueError(f'HRNet takes NHWC images with height and width divisible by '
-                       f'{INPUT_MULTIPLE}, got shape {images.shape}')
+      raise errors.UserError(f'HRNet takes NHWC images with height and width divisible by '
+                             f'{INPUT_MULTIPLE}, got shape {images.shape}')
     bn = functools.partial(batch_norm, train, dtype=dtype)
     x = images.astype(dtype)
     x = nn.relu(bn(name='bn1')(conv(STEM_CHANNELS, 3, 2, dtype=dtype, name='conv1')(x)))
     x = nn.relu(bn(name='bn2')(conv(STEM_CHANNELS, 3, 2, dtype=dtype, name='conv2')(x)))
-    for k in range(cfg.get('stem_blocks', LAYER1_BLOCKS)):
+    for k in range(cfg.stem_blocks):
       x = Bottleneck(STEM_CHANNELS, dtype=dtype, name=f'layer1_{k}')(x, train)
 
     xs, previous = [x], (STEM_CHANNELS * Bottleneck.expansion,)
@@ -282,8 +269,9 @@ class HigherHRNet(nn.Module):
 
 
 def create_model(config: ml_collections.ConfigDict) -> nn.Module:
-  """The model named by ``config.name`` (e.g. ``pose_hrnet_config(32)``, ``higher_hrnet_config``)."""
+  """The module named by ``config.name`` (``pose_hrnet_config``, ``higher_hrnet_config``)."""
   models = {'pose_hrnet': PoseHRNet, 'higher_hrnet': HigherHRNet}
   if config.name not in models:
-    raise ValueError(f'unknown model name {config.name!r}; expected one of {sorted(models)}')
+    raise errors.UserError(f'unknown model name {config.name!r}; expected one of '
+                           f'{sorted(models)}')
   return models[config.name](config)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from hrnet_jax import errors
 from hrnet_jax import keypoints as kp
 
 HEAD_SIZE_FACTOR = 0.6  # the official SC_BIAS: PCKh uses 0.6 x the head box diagonal
@@ -80,10 +81,10 @@ def load_ground_truth_mat(path: str) -> dict[str, np.ndarray]:
   try:
     mat = loadmat(path)
   except (OSError, ValueError) as e:
-    raise ValueError(f'{path}: cannot read the MPII ground truth (.mat): {e}') from e
+    raise errors.UserError(f'{path}: cannot read the MPII ground truth (.mat): {e}') from e
   for key in ('dataset_joints', 'jnt_missing', 'pos_gt_src', 'headboxes_src'):
     if key not in mat:
-      raise KeyError(f'{path} has no {key!r}: expected the official gt_valid.mat')
+      raise errors.ConfigError(f'{path} has no {key!r}: expected the official gt_valid.mat')
   file_names = [str(np.squeeze(n)) for n in np.squeeze(mat['dataset_joints'])]
   names = {'head': 'head_top', 'neck': 'upper_neck', 'lsho': 'left_shoulder',
            'rsho': 'right_shoulder', 'lelb': 'left_elbow', 'relb': 'right_elbow',

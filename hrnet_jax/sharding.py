@@ -10,6 +10,8 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from hrnet_jax import errors
+
 DATA_AXIS = 'data'
 
 
@@ -68,6 +70,7 @@ def global_batch(local: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.A
 def check_batch_size(global_batch_size: int) -> None:
   """The global batch must split evenly over devices (and so over processes)."""
   if global_batch_size % jax.device_count():
-    raise ValueError(f'config.batch_size {global_batch_size} does not split over '
-                     f'{jax.device_count()} devices; use a multiple of {jax.device_count()}')
+    raise errors.UserError(f'config.batch_size {global_batch_size} does not split over '
+                           f'{jax.device_count()} devices; use a multiple of '
+                           f'{jax.device_count()}')
 

@@ -20,6 +20,8 @@ from typing import Any, BinaryIO
 import ml_dtypes
 import numpy as np
 
+from hrnet_jax import errors
+
 # torch storage class name -> numpy dtype.
 STORAGE_DTYPES = {
     'DoubleStorage': np.float64, 'FloatStorage': np.float32, 'HalfStorage': np.float16,
@@ -31,8 +33,12 @@ _LEGACY_MAGIC = 0x1950a86a20f9469cfc6c
 _LEGACY_PROTOCOL = 1001
 
 
-class UnsafeCheckpointError(pickle.UnpicklingError):
+class UnsafeCheckpointError(errors.UserError, pickle.UnpicklingError):
   """The pickle asks for a global that is not a tensor-rebuild or container type."""
+
+
+class UnreadableCheckpointError(errors.UserError, pickle.UnpicklingError):
+  """The file is not a PyTorch checkpoint, or a damaged one (truncated, storages missing)."""
 
 
 class _StorageType:
@@ -227,7 +233,7 @@ def load(path: str | os.PathLike) -> Any:
     with open(path, 'rb') as f:
       raw = f.read()
   except FileNotFoundError:
-    raise FileNotFoundError(f'checkpoint file not found: {path}') from None
+    raise errors.MissingFileError(f'checkpoint file not found: {path}') from None
   try:
     if zipfile.is_zipfile(io.BytesIO(raw)):
       return _load_zip(path, raw)
@@ -236,7 +242,7 @@ def load(path: str | os.PathLike) -> Any:
     raise
   except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, struct.error, ValueError,
           KeyError, IndexError, TypeError) as e:
-    raise pickle.UnpicklingError(f'{path}: not a readable PyTorch checkpoint: {e}') from e
+    raise UnreadableCheckpointError(f'{path}: not a readable PyTorch checkpoint: {e}') from e
 
 
 # ----------------------------------------------------------------------------- writing

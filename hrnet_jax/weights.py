@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from hrnet_jax import models, torch_pickle
+from hrnet_jax import errors, models, torch_pickle
 
 Variables = dict[str, Any]
 
@@ -34,7 +34,7 @@ _COUNTER = 'num_batches_tracked'
 _LIST_LIMIT = 25
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(errors.UserError):
   """A checkpoint's keys or shapes do not match the model; lists every offending key."""
 
   def __init__(self, source: str, missing=(), unexpected=(), misshaped=()):
@@ -105,12 +105,12 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
   if isinstance(obj, Mapping) and isinstance(obj.get('state_dict'), Mapping):
     obj = obj['state_dict']
   if not isinstance(obj, Mapping):
-    raise ValueError(f'{path}: expected a state_dict (a dict of tensors) or a training '
-                     f'checkpoint with a "state_dict" entry, got {type(obj).__name__}')
+    raise errors.UserError(f'{path}: expected a state_dict (a dict of tensors) or a training '
+                           f'checkpoint with a "state_dict" entry, got {type(obj).__name__}')
   state = collections.OrderedDict()
   for key, value in obj.items():
     if not isinstance(key, str) or not isinstance(value, np.ndarray):
-      raise ValueError(f'{path}: entry {key!r} is not a tensor ({type(value).__name__})')
+      raise errors.UserError(f'{path}: entry {key!r} is not a tensor ({type(value).__name__})')
     state[key[len('module.'):] if key.startswith('module.') else key] = value
   return state
 

@@ -16,13 +16,13 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from hrnet_jax.keypoints import PIXEL_STD
+from hrnet_jax import errors
+from hrnet_jax.keypoints import PERSON_CATEGORY, PIXEL_STD
 
 BOX_PADDING = 1.25
-PERSON_CATEGORY = 1
 
 
-class DatasetError(ValueError):
+class DatasetError(errors.UserError):
   """A dataset file or folder is missing or malformed; the message names it."""
 
 
@@ -67,6 +67,16 @@ def read_json(path: str) -> Any:
       return json.load(f)
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
     raise DatasetError(f'{path}: not valid JSON ({e})') from e
+
+
+def write_json(path: str, value: Any, indent: int | None = None) -> None:
+  """Writes JSON to any tf.io.gfile path atomically: a temporary file, then a rename."""
+  parent = os.path.dirname(path)
+  if parent:
+    tf.io.gfile.makedirs(parent)
+  with tf.io.gfile.GFile(path + '.tmp', 'w') as f:
+    json.dump(value, f, indent=indent)
+  tf.io.gfile.rename(path + '.tmp', path, overwrite=True)
 
 
 def annotation_path(root: str, split: str) -> str:

@@ -10,13 +10,13 @@ told apart as in real images. pycocotools loads the files and COCOeval scores th
 
 from __future__ import annotations
 
-import json
 import os
 
 import cv2
 import numpy as np
 
 from hrnet_jax import keypoints as kp
+from input_pipeline import coco
 
 # A standing person facing the camera, pelvis at the origin, height ~1 (y down). The
 # person's left side is on the image's right when facing the camera.
@@ -160,7 +160,7 @@ def make_image(rng: np.random.Generator, image_id: int,
     x1 = float(min(width - 1.0, max(xs.max(), vis[:, 0].max()) + 2))
     y1 = float(min(height - 1.0, max(ys.max(), vis[:, 1].max()) + 2))
     annotations.append({
-        'image_id': image_id, 'category_id': 1, 'iscrowd': 0,
+        'image_id': image_id, 'category_id': kp.PERSON_CATEGORY, 'iscrowd': 0,
         'bbox': [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
         # A person's area: its bounding box share that COCO people typically cover.
         'area': round(float((x1 - x0) * (y1 - y0) * 0.55), 2),
@@ -172,7 +172,7 @@ def make_image(rng: np.random.Generator, image_id: int,
 
 def categories() -> list[dict]:
   """The COCO person category with its keypoint names and (1-based) skeleton."""
-  return [{'id': 1, 'name': 'person', 'supercategory': 'person',
+  return [{'id': kp.PERSON_CATEGORY, 'name': 'person', 'supercategory': 'person',
            'keypoints': list(kp.COCO_KEYPOINT_NAMES),
            'skeleton': [[a + 1, b + 1] for a, b in kp.COCO_SKELETON]}]
 
@@ -182,7 +182,6 @@ def write_split(root: str, split: str, num_images: int, seed: int, first_id: int
   """Writes one split's JPEGs and annotation file; returns the annotation path."""
   rng = np.random.default_rng(seed)
   os.makedirs(os.path.join(root, split), exist_ok=True)
-  os.makedirs(os.path.join(root, 'annotations'), exist_ok=True)
   images, annotations = [], []
   for i in range(num_images):
     image_id = first_id + i
@@ -196,11 +195,10 @@ def write_split(root: str, split: str, num_images: int, seed: int, first_id: int
     for ann in anns:
       ann['id'] = len(annotations) + 1
       annotations.append(ann)
-  path = os.path.join(root, 'annotations', f'person_keypoints_{split}.json')
-  with open(path + '.tmp', 'w') as f:
-    json.dump({'info': {'description': 'hrnet-jax synthetic keypoints', 'seed': seed},
-               'images': images, 'annotations': annotations, 'categories': categories()}, f)
-  os.replace(path + '.tmp', path)
+  path = coco.annotation_path(root, split)
+  coco.write_json(path, {'info': {'description': 'hrnet-jax synthetic keypoints', 'seed': seed},
+                         'images': images, 'annotations': annotations,
+                         'categories': categories()})
   return path
 
 

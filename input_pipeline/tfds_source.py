@@ -105,7 +105,8 @@ def load_builder(data_dir: str) -> tfds.core.DatasetBuilder:
   return builder
 
 
-def _check_split(builder: tfds.core.DatasetBuilder, split: str) -> None:
+def check_split(builder: tfds.core.DatasetBuilder, split: str) -> None:
+  """Raises a DatasetError naming the prepared splits unless ``split`` is one of them."""
   if split not in builder.info.splits:
     raise coco.DatasetError(f'{builder.data_dir}: no split {split!r}; it has '
                             f'{sorted(builder.info.splits.keys())}')
@@ -123,9 +124,7 @@ def people_per_example(builder: tfds.core.DatasetBuilder) -> dict[str, np.ndarra
     ds = ds.map(lambda ex: tf.shape(ex['people']['id'], tf.int64)[0])
     counts[split] = np.fromiter(ds.as_numpy_iterator(), np.int64)
   try:
-    with tf.io.gfile.GFile(path + '.tmp', 'w') as f:
-      json.dump({k: v.tolist() for k, v in counts.items()}, f)
-    tf.io.gfile.rename(path + '.tmp', path, overwrite=True)
+    coco.write_json(path, {k: v.tolist() for k, v in counts.items()})
   except (OSError, tf.errors.OpError) as e:  # a read-only data_dir: count again next time
     logging.warning('could not cache people counts in %s: %s', path, e)
   return counts
@@ -204,8 +203,8 @@ def train_dataset(data_dir: str, split: str, spec: pipeline.SampleSpec, global_b
   ``position`` is this process's running sample count; ``index`` is -1 (no instance table).
   """
   builder = load_builder(data_dir)
-  _check_split(builder, split)
-  local, _ = pipeline._share(global_batch, process_index, process_count)
+  check_split(builder, split)
+  local, _ = pipeline.share(global_batch, process_index, process_count)
   subsplit, people = _process_slice(builder, split, process_index, process_count)
   if people < local:
     raise coco.DatasetError(f'{data_dir} {subsplit}: {people} people, fewer than the '
@@ -244,8 +243,8 @@ def eval_dataset(data_dir: str, split: str, spec: pipeline.SampleSpec, global_ba
   batch is padded (mask 0). ``index`` is the person's row in the split's read order.
   """
   builder = load_builder(data_dir)
-  _check_split(builder, split)
-  local, offset = pipeline._share(global_batch, process_index, process_count)
+  check_split(builder, split)
+  local, offset = pipeline.share(global_batch, process_index, process_count)
   n = int(people_per_example(builder)[split].sum())
   padded = -(-n // global_batch) * global_batch
   rows = _examples(builder, split).flat_map(lambda ex: _people(ex, spec.aspect_ratio))

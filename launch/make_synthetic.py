@@ -13,7 +13,7 @@ import time
 
 from absl import flags
 
-from hrnet_jax import cli
+from hrnet_jax import cli, errors
 from input_pipeline import synthetic
 
 _OUTPUT = flags.DEFINE_string('output', None, 'New dataset folder.')
@@ -26,7 +26,8 @@ def main(argv: list[str]) -> int:
   """Writes the dataset and prints what it wrote."""
   del argv
   if os.path.exists(os.path.join(_OUTPUT.value, 'annotations')):
-    raise FileExistsError(f'{_OUTPUT.value} already holds a dataset; refusing to overwrite it')
+    raise errors.ExistingFileError(f'{_OUTPUT.value} already holds a dataset; refusing to '
+                                   'overwrite it')
   start = time.time()
   synthetic.write_dataset(_OUTPUT.value, _NUM_TRAIN.value, _NUM_VAL.value, seed=_SEED.value)
   print(f'Wrote {_NUM_TRAIN.value} train and {_NUM_VAL.value} val images to {_OUTPUT.value} '

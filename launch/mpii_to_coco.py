@@ -8,12 +8,11 @@ The output is read by the COCO-format pipeline with 16 joints (config.model.num_
 
 from __future__ import annotations
 
-import json
 import os
 
 from absl import flags
 
-from hrnet_jax import cli
+from hrnet_jax import cli, errors
 from input_pipeline import coco, mpii_convert
 
 _INPUT = flags.DEFINE_string('input', None, 'Official MPII json (annot/train.json, valid.json).')
@@ -25,15 +24,13 @@ def main(argv: list[str]) -> int:
   """Reads, converts and writes; never overwrites an existing file."""
   del argv
   if os.path.exists(_OUTPUT.value):
-    raise FileExistsError(f'{_OUTPUT.value} already exists; refusing to overwrite it')
+    raise errors.ExistingFileError(f'{_OUTPUT.value} already exists; refusing to overwrite it')
   records = coco.read_json(_INPUT.value)
   if not isinstance(records, list):
-    raise ValueError(f'{_INPUT.value}: expected a list of person records (official layout)')
+    raise errors.UserError(f'{_INPUT.value}: expected a list of person records (official '
+                           f'layout), got a {type(records).__name__}')
   dataset = mpii_convert.to_coco(records, _IMAGES.value, source=_INPUT.value)
-  os.makedirs(os.path.dirname(os.path.abspath(_OUTPUT.value)), exist_ok=True)
-  with open(_OUTPUT.value + '.tmp', 'w') as f:
-    json.dump(dataset, f)
-  os.replace(_OUTPUT.value + '.tmp', _OUTPUT.value)
+  coco.write_json(_OUTPUT.value, dataset)
   print(f'Wrote {_OUTPUT.value}: {len(dataset["images"])} images, '
         f'{len(dataset["annotations"])} people.')
   return 0
