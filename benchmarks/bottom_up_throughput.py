@@ -25,7 +25,7 @@ from ml_collections import config_flags
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or '.') != _HERE]
 
-from hrnet_jax import bottom_up, models  # noqa: E402
+from hrnet_jax import bottom_up, models, tasks  # noqa: E402
 from input_pipeline import bottom_up_targets, synthetic  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/coco_higherhrnet_w32_512.py',
@@ -51,7 +51,7 @@ def ground_truth_maps(annotations, size, center, scale, sigma):
 def main(argv):
   del argv
   config = _CONFIG.value
-  if not models.is_bottom_up(config.model):
+  if not isinstance(tasks.get_task(config), tasks.BottomUpTask):
     raise app.UsageError(f'{_CONFIG.value.model.name} is not a bottom-up model')
   model = models.create_model(config.model)
   input_size = config.dataset.input_size

@@ -29,7 +29,7 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or '.') != _HERE]
 sys.path.insert(0, os.path.join(_HERE, '..', 'tests'))
 import official_reference as official  # noqa: E402  (the official loader, transcribed)
 
-from hrnet_jax import config_lib  # noqa: E402
+from hrnet_jax import config_lib, tasks  # noqa: E402
 from input_pipeline import coco, pipeline, synthetic, transforms  # noqa: E402
 
 _NUM_IMAGES = flags.DEFINE_integer('num_images', 200, 'Synthetic JPEGs to read.')
@@ -70,7 +70,7 @@ def main(argv: list[str]) -> None:
   cv2.setNumThreads(threads)
   config = config_lib.topdown_config(width=32, image_size=(192, 256), sigma=2, batch_size=32,
                                      test_batch_size=32)
-  spec = pipeline.SampleSpec.from_config(config)
+  spec = tasks.sample_spec(config)
   root = _DATA.value
   if root is None:
     root = tempfile.mkdtemp(prefix='hrnet_bench_')

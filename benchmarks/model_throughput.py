@@ -24,7 +24,7 @@ from ml_collections import config_flags
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_utils  # noqa: E402
 
-from hrnet_jax import models, train_lib  # noqa: E402
+from hrnet_jax import models, steps  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/coco_w32.py', 'Recipe config.',
                                           lock_config=True)
@@ -87,7 +87,7 @@ def main(argv: list[str]) -> None:
         f'{jax.device_count()} device(s); HRNet-W{config.model.width} {height}x{width}, '
         f'batch {batch}, {_DTYPE.value}')
 
-  state = train_lib.create_train_state(model, optax.adam(1e-3), jax.random.key(0),
+  state = steps.create_train_state(model, optax.adam(1e-3), jax.random.key(0),
                                        (1, height, width, 3))
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
   num_params = sum(x.size for x in jax.tree_util.tree_leaves(state.params))
@@ -103,7 +103,7 @@ def main(argv: list[str]) -> None:
   print(f'forward:    {batch / per_step:8.1f} images/s  ({per_step * 1e3:.1f} ms/step, '
         f'compile {compile_fwd_s:.1f} s; {bench_utils.peak_memory(compiled_fwd)})')
 
-  step = jax.jit(train_lib.train_step, donate_argnums=(0,))
+  step = jax.jit(steps.train_step, donate_argnums=(0,))
   key = jax.random.key(1)
   start = time.perf_counter()
   compiled_step = step.lower(state, data, key).compile()

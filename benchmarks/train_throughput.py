@@ -23,7 +23,7 @@ from ml_collections import config_flags
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_utils  # noqa: E402
 
-from hrnet_jax import models, sharding, train_lib  # noqa: E402
+from hrnet_jax import models, sharding, steps, train_lib  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/coco_w32.py', 'Recipe config.',
                                           lock_config=True)
@@ -46,7 +46,7 @@ def main(argv: list[str]) -> None:
   model = models.create_model(config.model)
   tx = train_lib.create_optimizer(config, train_lib.create_learning_rate_fn(config, 1000))
   rep = sharding.replicated(mesh)
-  state = jax.jit(lambda rng: train_lib.create_train_state(model, tx, rng, (1, height, width, 3)),
+  state = jax.jit(lambda rng: steps.create_train_state(model, tx, rng, (1, height, width, 3)),
                   out_shardings=rep)(jax.random.key(0))
   rng = np.random.default_rng(0)
   local = batch // jax.process_count()
@@ -55,7 +55,7 @@ def main(argv: list[str]) -> None:
       'heatmaps': rng.uniform(size=(local, hh, hw, k)).astype(np.float32),
       'target_weight': np.ones((local, k, 1), np.float32)}, mesh)
   key = jax.device_put(np.asarray(jax.random.PRNGKey(1)), rep)
-  update = jax.jit(train_lib.train_step, in_shardings=(rep, sharding.batch_sharded(mesh), rep),
+  update = jax.jit(steps.train_step, in_shardings=(rep, sharding.batch_sharded(mesh), rep),
                    out_shardings=(rep, rep), donate_argnums=(0,))
   print(f'backend {jax.default_backend()} ({jax.devices()[0].device_kind}), '
         f'{jax.device_count()} device(s); HRNet-W{config.model.width} {height}x{width}, '

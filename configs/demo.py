@@ -31,7 +31,7 @@ def get_config() -> ml_collections.ConfigDict:
   # The synthetic set tells left from right by colour (warm left, cool right), a cue that a
   # mirror image keeps on the same limbs, so flips would teach the wrong side: no flip
   # augmentation and no flip test here (real people keep their chirality in a mirror).
-  config.augment.flip = False
+  config.augment.flip = 0.0
   config.test.flip_test = False
   config.test.use_gt_bbox = True
   config.checkpoint_every_steps = 250

@@ -23,9 +23,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from hrnet_jax import decode, grouping, models
+from hrnet_jax import decode, errors, grouping, models
 from hrnet_jax import keypoints as kp
 from hrnet_jax.evaluation import PERSON_CATEGORY
+from input_pipeline import transforms
 
 # The official test resizes so that both sides are multiples of 64.
 SIZE_MULTIPLE = 64
@@ -57,7 +58,6 @@ def multi_scale_size(height: int, width: int, input_size: int, current_scale: fl
 def network_input(image_rgb: np.ndarray, input_size: int, current_scale: float = 1.0,
                   min_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """The official ``resize_align_multi_scale``, normalised: (h, w, 3) float32, center, scale."""
-  from input_pipeline import transforms  # TF-side code
   height, width = image_rgb.shape[:2]
   size, center, scale = multi_scale_size(height, width, input_size, current_scale, min_scale)
   matrix = transforms.affine_matrix(center, scale, 0.0, size)
@@ -73,9 +73,9 @@ def _resize(x: jax.Array, height: int, width: int) -> jax.Array:
 
 
 def make_maps_fn(config: ml_collections.ConfigDict) -> MapsFn:
-  """A jitted (variables, images (N, h, w, 3), (H, W)) -> heatmaps (N, H, W, K), tags (N, H, W, K, L).
+  """A jitted (variables, images (N, h, w, 3), (H, W)) -> heatmaps and tags, projected to (H, W).
 
-  (H, W) is the size the maps are projected to; L is 2 with the flip test, else 1.
+  Heatmaps are (N, H, W, K), tags (N, H, W, K, L); L is 2 with the flip test, else 1.
   """
   return jax.jit(_maps(config), static_argnums=2)
 
@@ -132,10 +132,10 @@ def image_maps(config: ml_collections.ConfigDict, variables: Any, image_rgb: np.
   Returns them with the center and scale that map their pixels back to the image.
   """
   d, test = config.dataset, config.test
-  scales = tuple(test.get('scale_factors', (1.0,)))
+  scales = tuple(test.scale_factors)
   if 1.0 not in scales:
-    raise ValueError(f'config.test.scale_factors must contain 1.0 (the tags come from scale 1, '
-                     f'as officially); got {scales}')
+    raise errors.ConfigError(f'config.test.scale_factors must contain 1.0 (the tags come from '
+                             f'scale 1, as officially); got {scales}')
   min_scale = min(scales)
   (w, h), center, scale = multi_scale_size(*image_rgb.shape[:2], d.input_size, 1.0, min_scale)
   total, tags = 0.0, None
@@ -178,34 +178,3 @@ def results_for_image(image_id: int, keypoints: np.ndarray, scores: np.ndarray,
   return [{'image_id': int(image_id), 'category_id': category_id,
            'keypoints': [float(v) for v in person.reshape(-1)], 'score': float(score)}
           for person, score in zip(keypoints, scores)]
-
-
-class BottomUpPredictor:
-  """All people of whole images: network on one device, grouping on the host."""
-
-  def __init__(self, config: ml_collections.ConfigDict, variables: Any):
-    if not models.is_bottom_up(config.model):
-      raise ValueError(f'BottomUpPredictor needs a bottom-up model; config.model.name is '
-                       f'{config.model.name!r}')
-    self.config = config
-    self.set_variables(variables)
-    self.single_scale = tuple(config.test.scale_factors) == (1.0,)
-    if self.single_scale:
-      self.grouping_inputs_fn = make_grouping_inputs_fn(config)
-    else:
-      self.maps_fn = make_maps_fn(config)
-
-  def set_variables(self, variables: Any) -> None:
-    """Uses ``variables`` from now on, copied to one local device if replicated over many."""
-    self.variables = jax.tree.map(
-        lambda x: x.addressable_data(0) if isinstance(x, jax.Array) else x, variables)
-
-  def predict(self, image_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(P, K, 3) image x, y, score of every person found, and (P,) person scores."""
-    test = self.config.test
-    if self.single_scale:
-      image, center, scale = network_input(image_rgb, self.config.dataset.input_size)
-      det, nms_det, tags = self.grouping_inputs_fn(self.variables, image[None], image.shape[:2])
-      return group_people(det, tags, center, scale, test, nms_det)
-    det, tags, center, scale = image_maps(self.config, self.variables, image_rgb, self.maps_fn)
-    return group_people(det.transpose(2, 0, 1), tags.transpose(2, 0, 1, 3), center, scale, test)

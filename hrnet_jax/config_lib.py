@@ -9,7 +9,7 @@ from typing import Any, Mapping
 import ml_collections
 import tensorflow as tf
 
-from hrnet_jax import models
+from hrnet_jax import errors, models
 
 
 def topdown_config(*, width: int, image_size: tuple[int, int], sigma: float,
@@ -23,7 +23,6 @@ def topdown_config(*, width: int, image_size: tuple[int, int], sigma: float,
   config.model = models.pose_hrnet_config(width)
 
   config.dataset = ml_collections.ConfigDict({
-      'name': 'coco',
       'source': 'folder',  # 'tfds': shards of launch/prepare_tfds.py; 'synthetic'
       'root': 'data/coco',  # annotations/person_keypoints_{split}.json and {split}/ images
       'tfds_data_dir': '',
@@ -43,10 +42,11 @@ def topdown_config(*, width: int, image_size: tuple[int, int], sigma: float,
       'scale_factor': 0.35,
       'rotation_factor': 45.0,
       'rotation_prob': 0.6,
-      'flip': True,
+      'flip': 0.5,  # probability of a horizontal flip; 0 = off
       'half_body_prob': 0.3,
       'num_joints_half_body': 8,
   })
+  # False: every joint weighs 1 in the loss (the official USE_TARGET_WEIGHT)
   config.loss = ml_collections.ConfigDict({'use_target_weight': True})
   config.optim = _adam(lr_steps=(170, 200), num_epochs=210)
   config.batch_size = batch_size  # global, over all devices and hosts
@@ -58,11 +58,9 @@ def topdown_config(*, width: int, image_size: tuple[int, int], sigma: float,
       'decoder': 'official',  # or 'dark'
       'use_gt_bbox': False,
       'bbox_file': 'person_detection_results/COCO_val2017_detections_AP_H_56_person.json',
-      'bbox_thre': 1.0,
       'image_thre': 0.0,
       'in_vis_thre': 0.2,
       'oks_thre': 0.9,
-      'nms_thre': 1.0,
       'soft_nms': False,
   })
   _add_run_settings(config)
@@ -86,12 +84,17 @@ def _add_run_settings(config: ml_collections.ConfigDict) -> None:
   config.seed = 0
   config.num_train_steps = -1  # > 0 overrides optim.num_epochs
   config.checkpoint_every_steps = 1000
-  # OKS AP on the val split (the eval job's code) every N steps and at the end; the best
-  # checkpoint by AP is kept in workdir/best/. 0: at the end only; -1: never.
+  # config.evals every N steps and at the end; the best checkpoint by config.best_metric is
+  # kept in workdir/best/. 0: at the end only; -1: never.
   config.eval_every_steps = 5000
   config.keep_checkpoints = 3
   config.log_every_steps = 100
   config.init_from = ''  # converted official weights or an ImageNet-pretrained .pth
+  # Evaluations by name (hrnet_jax/evaluators.py): COCOeval of the val split, as the official
+  # test of the model kind. Their metrics are '<name>/<metric>'; best_metric picks the
+  # checkpoint kept in workdir/best/ ('' keeps none).
+  config.evals = ml_collections.ConfigDict({'coco': {'type': 'coco_keypoints'}})
+  config.best_metric = 'coco/AP'
 
 
 def bottomup_config(*, width: int, input_size: int, batch_size: int) -> ml_collections.ConfigDict:
@@ -99,7 +102,6 @@ def bottomup_config(*, width: int, input_size: int, batch_size: int) -> ml_colle
   config = ml_collections.ConfigDict()
   config.model = models.higher_hrnet_config(width)
   config.dataset = ml_collections.ConfigDict({
-      'name': 'coco',
       'source': 'folder',  # or 'synthetic' (see topdown_config)
       'root': 'data/coco',
       'synthetic': {'num_train': 2000, 'num_val': 200, 'seed': 0, 'max_people': 3},
@@ -116,7 +118,7 @@ def bottomup_config(*, width: int, input_size: int, batch_size: int) -> ml_colle
       'max_scale': 1.5,
       'max_rotation': 30.0,
       'max_translate': 40.0,  # x the crop side / 200 image pixels, as officially
-      'flip': 0.5,
+      'flip': 0.5,  # probability of a horizontal flip; 0 = off
   })
   config.loss = ml_collections.ConfigDict({
       'heatmap_factors': (1.0, 1.0),  # 1/4 and 1/2 outputs
@@ -142,13 +144,6 @@ def bottomup_config(*, width: int, input_size: int, batch_size: int) -> ml_colle
   return config
 
 
-def training_input_size(config: ml_collections.ConfigDict) -> tuple[int, int]:
-  """(width, height) of the training input: the top-down box, or the bottom-up square crop."""
-  if models.is_bottom_up(config.model):
-    return (config.dataset.input_size,) * 2
-  return tuple(config.dataset.image_size)
-
-
 def override(config: ml_collections.ConfigDict,
              overrides: Mapping[str, Any]) -> ml_collections.ConfigDict:
   """Returns a copy of ``config`` with dotted keys set; a key that does not exist is an error."""
@@ -159,8 +154,8 @@ def override(config: ml_collections.ConfigDict,
       if not isinstance(node, ml_collections.ConfigDict) or part not in node:
         where = '.'.join(parts[:i]) or 'the config'
         known = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
-        raise KeyError(f'config key {dotted!r} does not exist: {where} has no {part!r} '
-                       f'(known: {", ".join(known)})')
+        raise errors.ConfigError(f'config key {dotted!r} does not exist: {where} has no '
+                                 f'{part!r} (known: {", ".join(known)})')
       if i < len(parts) - 1:
         node = node[part]
     node[parts[-1]] = value
@@ -182,11 +177,12 @@ def load_saved_config(workdir: str) -> ml_collections.ConfigDict:
   """The config a training run saved in ``workdir/config.json`` (JSON lists as tuples)."""
   path = os.path.join(workdir, CONFIG_FILE)
   if not tf.io.gfile.exists(path):
-    raise FileNotFoundError(f'{path} not found: --workdir must be a launch/train.py run folder '
-                            f'(or pass --config=FILE, e.g. with --init_from=CONVERTED_WEIGHTS)')
+    raise errors.MissingFileError(
+        f'{path} not found: --workdir must be a launch/train.py run folder (or pass '
+        f'--config=FILE, e.g. with --init_from=CONVERTED_WEIGHTS)')
   with tf.io.gfile.GFile(path) as f:
     try:
       saved = json.load(f)
     except json.JSONDecodeError as e:
-      raise ValueError(f'{path} is not valid JSON: {e}') from e
+      raise errors.UserError(f'{path} is not valid JSON: {e}') from e
   return ml_collections.ConfigDict(_tuples(saved))

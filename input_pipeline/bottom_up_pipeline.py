@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 
 import cv2
-import ml_collections
 import numpy as np
 from pycocotools import mask as mask_utils
 import tensorflow as tf
@@ -46,18 +45,6 @@ class BottomUpSpec:
   max_rotation: float = 30.0
   max_translate: float = 40.0
   flip_prob: float = 0.5
-
-  @classmethod
-  def from_config(cls, config: ml_collections.ConfigDict) -> 'BottomUpSpec':
-    """Reads config.dataset and config.augment of a bottom-up recipe."""
-    d, a = config.dataset, config.augment
-    if d.input_size % 4:
-      raise ValueError(f'config.dataset.input_size must be a multiple of 4 (outputs at 1/4 '
-                       f'and 1/2); got {d.input_size}')
-    num_joints = config.model.num_joints
-    return cls(int(d.input_size), num_joints, kp.skeleton_for(num_joints)['flip_pairs'],
-               float(d.sigma), int(d.max_num_people), float(a.min_scale), float(a.max_scale),
-               float(a.max_rotation), float(a.max_translate), float(a.flip))
 
   @property
   def output_sizes(self) -> tuple[int, int]:

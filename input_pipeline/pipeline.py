@@ -14,10 +14,10 @@ import dataclasses
 from typing import Iterator, Sequence
 import weakref
 
-import ml_collections
 import numpy as np
 import tensorflow as tf
 
+from hrnet_jax import errors
 from hrnet_jax import keypoints as kp
 from input_pipeline import transforms
 from input_pipeline.coco import Instances
@@ -25,7 +25,7 @@ from input_pipeline.coco import Instances
 AUTOTUNE = tf.data.AUTOTUNE
 
 
-class DataError(ValueError):
+class DataError(errors.UserError):
   """An image could not be read or decoded; the message names the file."""
 
 
@@ -40,18 +40,9 @@ class SampleSpec:
   scale_factor: float = 0.35
   rotation_factor: float = 45.0
   rotation_prob: float = 0.6
-  flip: bool = True
+  flip_prob: float = 0.5
   half_body_prob: float = 0.3
   num_joints_half_body: int = 8
-
-  @classmethod
-  def from_config(cls, config: ml_collections.ConfigDict) -> 'SampleSpec':
-    """Reads config.dataset and config.augment (COCO or MPII joints, by model.num_joints)."""
-    d, a = config.dataset, config.augment
-    skeleton = kp.skeleton_for(config.model.num_joints)
-    return cls(tuple(d.image_size), tuple(d.heatmap_size), float(d.sigma),
-               skeleton['flip_pairs'], skeleton['upper_body_ids'], a.scale_factor, a.rotation_factor, a.rotation_prob,
-               a.flip, a.half_body_prob, a.num_joints_half_body)
 
   @property
   def aspect_ratio(self) -> float:
@@ -78,7 +69,7 @@ def augment_params(keypoints, center, scale, seed, spec: SampleSpec):
   scale = scale * tf.clip_by_value(n[1] * sf + 1.0, 1.0 - sf, 1.0 + sf)
   rotation = tf.where(u[1] <= spec.rotation_prob, tf.clip_by_value(n[2] * rf, -2 * rf, 2 * rf),
                       tf.constant(0.0, tf.float64))
-  flip = (u[2] <= 0.5) & spec.flip
+  flip = (u[2] <= spec.flip_prob) & (spec.flip_prob > 0)  # official: random() <= 0.5
   return center, scale, rotation, flip
 
 
@@ -88,9 +79,11 @@ def _epoch_permutation(seed: int, epoch: tf.Tensor, n: int) -> tf.Tensor:
   return tf.argsort(keys, stable=True)
 
 
-def _share(global_batch: int, process_index: int, process_count: int) -> tuple[int, int]:
+def share(global_batch: int, process_index: int, process_count: int) -> tuple[int, int]:
+  """This process's rows of a global batch: (local batch size, offset of its first row)."""
   if global_batch % process_count:
-    raise ValueError(f'global batch {global_batch} does not split over {process_count} processes')
+    raise errors.UserError(f'global batch {global_batch} does not split over {process_count} '
+                           f'processes; use a multiple of {process_count}')
   local = global_batch // process_count
   return local, process_index * local
 
@@ -99,8 +92,9 @@ def sample_positions(num_instances: int, global_batch: int, *, seed: int, start_
                      process_index: int = 0, process_count: int = 1) -> tf.data.Dataset:
   """(position, instance index) pairs of this process's rows, from ``start_step`` on, forever."""
   if num_instances <= 0:
-    raise ValueError('the dataset has no instances')
-  local, offset = _share(global_batch, process_index, process_count)
+    raise errors.UserError('the dataset is empty: no person instances (top-down) or images with '
+                           'people (bottom-up) to sample')
+  local, offset = share(global_batch, process_index, process_count)
   n, b = num_instances, global_batch
   first = start_step * b
   start_epoch = first // n
@@ -159,7 +153,7 @@ def train_dataset(instances: Instances, spec: SampleSpec, global_batch: int, *, 
                   skip_bad_images: bool = False) -> tf.data.Dataset:
   """Batches of this process's share: image (normalised), heatmaps, target_weight, position."""
   table = _instance_tensors(instances)
-  local, _ = _share(global_batch, process_index, process_count)
+  local, _ = share(global_batch, process_index, process_count)
 
   def make_sample(position, index):
     image, keypoints = training_sample(
@@ -187,7 +181,7 @@ def eval_dataset(instances: Instances, spec: SampleSpec, global_batch: int, *,
   (1 for real rows). Flip test flips ``image`` along width on the device, as the official
   code flips the warped input.
   """
-  local, offset = _share(global_batch, process_index, process_count)
+  local, offset = share(global_batch, process_index, process_count)
   n = len(instances)
   padded = -(-n // global_batch) * global_batch if n else 0
   rows = np.arange(padded)
@@ -259,7 +253,7 @@ class TrainIterator:
                skip_bad_images: bool = False, make_dataset=None):
     self.instances, self.global_batch, self.seed = instances, global_batch, seed
     self.step, self.skip_bad_images, self.skipped = start_step, skip_bad_images, 0
-    self._share = (process_index, process_count)
+    self._process = (process_index, process_count)
     self._start_position, self._delivered = start_step * global_batch, 0
     self._iterator = iter((make_dataset or train_dataset)(
         instances, spec, global_batch, seed=seed, start_step=start_step,
@@ -290,7 +284,7 @@ class TrainIterator:
 
   def _share_positions_through(self, last: int) -> int:
     """How many of this process's positions lie in [start, last]."""
-    local, offset = _share(self.global_batch, *self._share)
+    local, offset = share(self.global_batch, *self._process)
     def upto(p):  # positions q in [0, p) with q % B in [offset, offset + local)
       full, rest = divmod(p, self.global_batch)
       return full * local + min(max(rest - offset, 0), local)
@@ -299,9 +293,9 @@ class TrainIterator:
   def step_indices(self, step: int) -> np.ndarray:
     """The instance indices of this process's rows of ``step``."""
     ds = sample_positions(len(self.instances), self.global_batch, seed=self.seed,
-                          start_step=step, process_index=self._share[0],
-                          process_count=self._share[1])
-    local = self.global_batch // self._share[1]
+                          start_step=step, process_index=self._process[0],
+                          process_count=self._process[1])
+    local = self.global_batch // self._process[1]
     return np.array([int(i) for _, i in ds.take(local).as_numpy_iterator()])
 
   def _diagnose(self, error: Exception) -> Exception:

@@ -3,8 +3,8 @@ r"""Runs a trained model on images, a folder of images or a video, and draws pos
 python launch/demo.py --workdir=DIR --input=IMAGE|VIDEO|FOLDER --output=PATH \
     [--boxes=DETECTIONS.json] [--checkpoint=latest|best|STEP] [--threshold=0.3]
 
-A bottom-up (HigherHRNet) run finds every person of a whole image by itself: no --boxes;
-people scored below --person_threshold (0.2) are left out of the drawing.
+People scored below --person_threshold (0.2) are left out of the drawing. A bottom-up
+(HigherHRNet) run finds every person of a whole image by itself: no --boxes.
 For a top-down HRNet run, boxes come from a COCO detection results file (category 1, score
 above --box_threshold); a detection's image_id is matched to the number in an image's file
 name (COCO style, 000000000139.jpg -> 139) or else to its 0-based position in the sorted
@@ -30,7 +30,7 @@ import jax
 import numpy as np
 import tensorflow as tf
 
-from hrnet_jax import bottom_up, checkpoints, cli, config_lib, inference, models, sharding
+from hrnet_jax import checkpoints, cli, config_lib, drawing, errors, sharding, tasks
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training run folder (config and checkpoints).')
 _CHECKPOINT = flags.DEFINE_string('checkpoint', 'latest', "'latest', 'best' or a step number.")
@@ -40,12 +40,13 @@ _BOXES = flags.DEFINE_string('boxes', None, 'COCO detection results JSON (person
 _BOX_THRESHOLD = flags.DEFINE_float('box_threshold', 0.5, 'Minimum detection score.')
 _THRESHOLD = flags.DEFINE_float('threshold', 0.3, 'Keypoints above this score are drawn.')
 _PERSON_THRESHOLD = flags.DEFINE_float(
-    'person_threshold', 0.2, 'Bottom-up only: people scored below are not drawn (the JSON '
-    'keeps them; like the official test, grouping reports every candidate, with no NMS).')
+    'person_threshold', 0.2, 'People scored below are not drawn; the JSON keeps them (a '
+    'bottom-up model reports every candidate, with no NMS, as the official test).')
 _JSON = flags.DEFINE_string('json', None, 'Keypoints JSON to write (default: OUTPUT.json).')
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp')
 VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mov', '.mkv', '.webm')
+FRAMES_PER_CALL = 16  # frames whose people go through the predictor together
 
 
 def image_id_of(path: str, position: int) -> int:
@@ -58,18 +59,20 @@ def read_boxes(path: str | None, threshold: float) -> dict[int, list[tuple[list,
   """{image_id: [(box xywh, score)]} of a COCO detection results file."""
   if path is None:
     return {}
+  if not os.path.isfile(path):
+    raise errors.MissingFileError(f'--boxes {path} does not exist')
   with open(path) as f:
     try:
       detections = json.load(f)
     except json.JSONDecodeError as e:
-      raise ValueError(f'{path} is not valid JSON: {e}') from e
+      raise errors.UserError(f'{path} is not valid JSON: {e}') from e
   if not isinstance(detections, list):
-    raise ValueError(f'{path}: expected a COCO results list of detections')
+    raise errors.UserError(f'{path}: expected a COCO results list of detections')
   boxes: dict[int, list] = {}
   for i, det in enumerate(detections):
     missing = [k for k in ('image_id', 'bbox', 'score') if k not in det]
     if missing:
-      raise KeyError(f'{path}: detection {i} has no {", ".join(missing)}')
+      raise errors.UserError(f'{path}: detection {i} has no {", ".join(missing)}')
     if det.get('category_id', 1) == 1 and det['score'] >= threshold:
       boxes.setdefault(int(det['image_id']), []).append((det['bbox'], float(det['score'])))
   return boxes
@@ -80,18 +83,18 @@ def frames(input_path: str) -> tuple[str, Iterator[tuple[int, str, np.ndarray]],
   if os.path.isdir(input_path):
     names = sorted(n for n in os.listdir(input_path) if n.lower().endswith(IMAGE_EXTENSIONS))
     if not names:
-      raise FileNotFoundError(f'{input_path}: no images ({", ".join(IMAGE_EXTENSIONS)})')
+      raise errors.MissingFileError(f'{input_path}: no images ({", ".join(IMAGE_EXTENSIONS)})')
 
     def folder():
       for i, name in enumerate(names):
         yield image_id_of(name, i), name, read_image(os.path.join(input_path, name))
     return 'folder', folder(), len(names), 0.0
   if not os.path.exists(input_path):
-    raise FileNotFoundError(f'--input {input_path} does not exist')
+    raise errors.MissingFileError(f'--input {input_path} does not exist')
   if input_path.lower().endswith(VIDEO_EXTENSIONS):
     capture = cv2.VideoCapture(input_path)
     if not capture.isOpened():
-      raise ValueError(f'{input_path}: opencv cannot open this video')
+      raise errors.UserError(f'{input_path}: opencv cannot open this video')
     count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
     fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
 
@@ -113,7 +116,7 @@ def read_image(path: str) -> np.ndarray:
   """A BGR image, or a clear error for a file opencv cannot decode."""
   image = cv2.imread(path, cv2.IMREAD_COLOR)
   if image is None:
-    raise ValueError(f'{path}: not a readable image')
+    raise errors.UserError(f'{path}: not a readable image')
   return image
 
 
@@ -136,63 +139,57 @@ def main(argv: list[str]) -> int:
   mesh = sharding.data_mesh()
   variables, step, _ = checkpoints.restore_run_variables(
       _WORKDIR.value, _CHECKPOINT.value, config.model, sharding.replicated(mesh))
-  bottom_up_model = models.is_bottom_up(config.model)
-  if bottom_up_model:
-    if _BOXES.value:
-      raise ValueError(f'--boxes {_BOXES.value}: {_WORKDIR.value} holds a bottom-up model, '
-                       f'which finds every person itself; drop --boxes')
-    predictor = bottom_up.BottomUpPredictor(config, variables)
-  else:
-    predictor = inference.PosePredictor(config, variables)
+  predictor = tasks.get_task(config).predictor(variables, mesh)
+  if _BOXES.value and not predictor.takes_boxes:
+    raise errors.UserError(f'--boxes {_BOXES.value}: {_WORKDIR.value} holds a bottom-up model, '
+                           f'which finds every person itself; drop --boxes')
   boxes_by_image = read_boxes(_BOXES.value, _BOX_THRESHOLD.value)
   kind, stream, total, fps = frames(_INPUT.value)
   output = _OUTPUT.value
   if os.path.exists(output) and (kind != 'folder' or os.listdir(output)):
-    raise FileExistsError(f'{output} already exists; refusing to overwrite it')
+    raise errors.ExistingFileError(f'{output} already exists; refusing to overwrite it')
   json_path = _JSON.value or (os.path.join(output, 'keypoints.json') if kind == 'folder'
                               else output + '.json')
   writer = None
   if kind == 'folder':
     os.makedirs(output, exist_ok=True)
   results, start, done = [], time.time(), 0
-  people_from = ('bottom-up, no boxes' if bottom_up_model else
-                 f'boxes of {_BOXES.value}' if _BOXES.value else 'whole images as boxes')
+  people_from = (f'boxes of {_BOXES.value}' if _BOXES.value else
+                 'whole images as boxes' if predictor.takes_boxes else 'bottom-up, no boxes')
   print(f'Model of {_WORKDIR.value} (step {step}); {total} {kind} frame(s) from {_INPUT.value}; '
         f'{people_from}.', flush=True)
-  # Top-down: frames are read in chunks so that the crops of several frames fill one jitted
-  # batch. Bottom-up: one whole frame at a time.
-  chunk = []
-  for item in _with_end(stream):
-    if item is not None:
-      chunk.append(item)
-    if chunk and (item is None or bottom_up_model or len(chunk) >= predictor.batch_size):
-      predict = _predict_bottom_up if bottom_up_model else _predict_chunk
-      for image_id, name, frame, people, boxes, scores in predict(
-          predictor, chunk, boxes_by_image):
-        shown = (people[np.asarray(scores) >= _PERSON_THRESHOLD.value] if bottom_up_model
-                 else people)
-        drawn = inference.draw_people(frame, shown, _THRESHOLD.value,
-                                      boxes if _BOXES.value else None)
-        if kind == 'video':
-          if writer is None:
-            writer = cv2.VideoWriter(output, cv2.VideoWriter_fourcc(*'mp4v'), fps,
-                                     (frame.shape[1], frame.shape[0]))
-          writer.write(drawn)
-        elif kind == 'folder':
-          cv2.imwrite(os.path.join(output, os.path.splitext(name)[0] + '.jpg'), drawn)
-        elif not cv2.imwrite(output, drawn):
-          raise ValueError(f'{output}: opencv cannot write an image with this extension')
-        for person, score in zip(people, scores):
-          entry = {'image_id': image_id, 'category_id': 1,
-                   'keypoints': [round(float(v), 3) for v in person.reshape(-1)],
-                   'score': float(score)}
-          entry['frame' if kind == 'video' else 'file_name'] = (
-              image_id if kind == 'video' else name)
-          results.append(entry)
-        done += 1
-        if kind != 'image':
-          progress(done, total, start, 'frames' if kind == 'video' else 'images')
-      chunk = []
+  for chunk in _chunks(stream, FRAMES_PER_CALL):
+    # Without a boxes file each frame is one box (top-down) or searched whole (bottom-up);
+    # with one, a frame it lists no boxes for has no people.
+    boxes = [None if not _BOXES.value else
+             [b for b, _ in boxes_by_image.get(image_id, [])] for image_id, _, _ in chunk]
+    box_scores = [None if not _BOXES.value else
+                  [s for _, s in boxes_by_image.get(image_id, [])] for image_id, _, _ in chunk]
+    found = predictor([cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) for _, _, frame in chunk],
+                      boxes if _BOXES.value else None, box_scores)
+    for (image_id, name, frame), people in zip(chunk, found):
+      shown = people.scores >= _PERSON_THRESHOLD.value
+      drawn = drawing.draw_people(frame, people.as_array()[shown], _THRESHOLD.value,
+                                  people.boxes[shown] if _BOXES.value else None)
+      if kind == 'video':
+        if writer is None:
+          writer = cv2.VideoWriter(output, cv2.VideoWriter_fourcc(*'mp4v'), fps,
+                                   (frame.shape[1], frame.shape[0]))
+        writer.write(drawn)
+      elif kind == 'folder':
+        cv2.imwrite(os.path.join(output, os.path.splitext(name)[0] + '.jpg'), drawn)
+      elif not cv2.imwrite(output, drawn):
+        raise errors.UserError(f'{output}: opencv cannot write an image with this extension')
+      for person, score in zip(people.as_array(), people.scores):
+        entry = {'image_id': image_id, 'category_id': 1,
+                 'keypoints': [round(float(v), 3) for v in person.reshape(-1)],
+                 'score': float(score)}
+        entry['frame' if kind == 'video' else 'file_name'] = (
+            image_id if kind == 'video' else name)
+        results.append(entry)
+      done += 1
+      if kind != 'image':
+        progress(done, total, start, 'frames' if kind == 'video' else 'images')
   if writer is not None:
     writer.release()
   if kind != 'image':
@@ -205,40 +202,16 @@ def main(argv: list[str]) -> int:
   return 0
 
 
-def _with_end(iterator):
-  yield from iterator
-  yield None
-
-
-def _predict_bottom_up(predictor, chunk, boxes_by_image):
-  """Runs the bottom-up model on each whole frame; yields per-frame people, no boxes."""
-  del boxes_by_image
-  for image_id, name, frame in chunk:
-    people, scores = predictor.predict(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-                                       if predictor.config.dataset.color_rgb else frame)
-    yield image_id, name, frame, people, [], scores
-
-
-def _predict_chunk(predictor, chunk, boxes_by_image):
-  """Runs the crops of several frames as one batch; yields per-frame people."""
-  crops, centers, scales, spans, frame_boxes = [], [], [], [], []
-  for image_id, _, frame in chunk:
-    listed = boxes_by_image.get(image_id) if boxes_by_image else None
-    boxes = ([b for b, _ in listed] if listed else
-             [] if boxes_by_image else [[0.0, 0.0, float(frame.shape[1]), float(frame.shape[0])]])
-    scores = [s for _, s in listed] if listed else [1.0] * len(boxes)
-    images, c, s = predictor.crops(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-                                   if predictor.config.dataset.color_rgb else frame, boxes)
-    spans.append((sum(len(x) for x in crops), len(images)))
-    crops.append(images)
-    centers.append(c)
-    scales.append(s)
-    frame_boxes.append((boxes, scores))
-  keypoints = predictor.predict(np.concatenate(crops), np.concatenate(centers),
-                                np.concatenate(scales))
-  for (image_id, name, frame), (first, count), (boxes, scores) in zip(chunk, spans, frame_boxes):
-    people = keypoints[first:first + count]
-    yield image_id, name, frame, people, boxes, inference.person_scores(people, scores)
+def _chunks(iterator, size: int):
+  """Lists of up to ``size`` consecutive items."""
+  chunk = []
+  for item in iterator:
+    chunk.append(item)
+    if len(chunk) == size:
+      yield chunk
+      chunk = []
+  if chunk:
+    yield chunk
 
 
 if __name__ == '__main__':

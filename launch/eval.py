@@ -1,7 +1,8 @@
-r"""Evaluates a model on its val split with COCOeval, as the official test of its kind.
+r"""Runs the evaluators of a config (config.evals) on a model: COCOeval of its val split.
 
-Top-down HRNet: person boxes, flip test, official decoding, OKS NMS. Bottom-up HigherHRNet:
-whole images, flip test, the official grouping (no boxes, no NMS).
+The val split is predicted as the official test of the model's kind (top-down HRNet: person
+boxes, flip test, official decoding, OKS NMS; bottom-up HigherHRNet: whole images, flip test,
+the official grouping, no NMS).
 
 python launch/eval.py --workdir=DIR [--checkpoint=latest|best|STEP] [--config.KEY=VALUE ...]
 python launch/eval.py --config=configs/coco_w32.py --init_from=CONVERTED_DIR --workdir=OUT
@@ -21,7 +22,7 @@ import jax
 from ml_collections import config_flags
 import tensorflow as tf
 
-from hrnet_jax import checkpoints, cli, config_lib, eval_lib, models, sharding, weights
+from hrnet_jax import checkpoints, cli, config_lib, errors, evaluators, sharding, tasks, weights
 
 
 def _flag_value(argv: list[str], name: str) -> str | None:
@@ -40,7 +41,7 @@ def _define_config_flag(argv: list[str]) -> flags.FlagHolder:
   if _flag_value(argv, 'config') is None and workdir:
     try:
       saved = config_lib.load_saved_config(workdir)
-    except (FileNotFoundError, ValueError) as e:
+    except errors.UserError as e:
       print(f'error: {e}', file=sys.stderr)
       sys.exit(1)
     try:  # the --config.KEY overrides are parsed here, when the flag is defined
@@ -60,13 +61,14 @@ _DISTRIBUTED = cli.DistributedFlags()
 
 
 def main(argv: list[str]) -> int:
-  """Restores the variables and runs ``eval_lib.evaluate``."""
+  """Restores the variables, runs the config's evaluators and writes what they measured."""
   del argv
   tf.config.set_visible_devices([], 'GPU')
   _DISTRIBUTED.initialize()
   config, workdir = _CONFIG.value, _WORKDIR.value
   if config is None:
-    raise ValueError('pass --workdir of a training run, or --config=FILE')
+    raise errors.ConfigError('pass --workdir of a training run, or --config=FILE')
+  task = tasks.get_task(config)
   mesh = sharding.data_mesh()
   if _INIT_FROM.value:
     path = _INIT_FROM.value
@@ -80,16 +82,12 @@ def main(argv: list[str]) -> int:
         workdir, _CHECKPOINT.value, config.model, sharding.replicated(mesh))
     what = f'{workdir} checkpoint {_CHECKPOINT.value} (step {step})'
   if jax.process_index() == 0:
-    if models.is_bottom_up(config.model):
-      how = (f'bottom-up (no boxes), scales {tuple(config.test.scale_factors)}, flip test '
-             f'{config.test.flip_test}')
-    else:
-      how = (f'{"ground-truth boxes" if config.test.use_gt_bbox else config.test.bbox_file}, '
-             f'flip test {config.test.flip_test}, decoder {config.test.decoder}')
-    print(f'Evaluating {what} on {config.dataset.val_split} with {how}.', flush=True)
-  writer = (tf.summary.create_file_writer(f'{workdir}/{eval_lib.EVAL_DIR}')
+    print(f'Evaluating {what} on {config.dataset.val_split} with {task.describe_test()}; '
+          f'evaluators {", ".join(config.evals.keys())}.', flush=True)
+  evals = evaluators.from_config(config, task, mesh)
+  writer = (tf.summary.create_file_writer(f'{workdir}/{evaluators.EVAL_DIR}')
             if jax.process_index() == 0 else None)
-  eval_lib.make_evaluator(config, mesh).evaluate(variables, workdir, step=step, writer=writer)
+  evaluators.write(evaluators.run_all(evals, variables), workdir, step=step, writer=writer)
   return 0
 
 

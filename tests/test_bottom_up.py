@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import random_variables
-from hrnet_jax import bottom_up, config_lib, evaluation, grouping, models
+from hrnet_jax import bottom_up, config_lib, errors, evaluation, grouping, models, predictors
 from input_pipeline import bottom_up_targets, coco, synthetic
 
 ORACLE_MIN_AP = 0.95  # the acceptance list's bound
@@ -121,7 +121,8 @@ def test_predictor_device_nms_equals_host_parse_and_multi_scale_runs():
   config.model = models.higher_hrnet_config(4, 1, (1, 1, 1), deconv_blocks=1)
   variables = random_variables(config.model, seed=3)
   image = np.random.default_rng(0).integers(0, 255, (70, 100, 3)).astype(np.uint8)
-  keypoints, scores = bottom_up.BottomUpPredictor(config, variables).predict(image)
+  predictor = predictors.BottomUpPredictor(config, variables)
+  keypoints, scores = predictor.people(image)
   det, tags, center, scale = bottom_up.image_maps(config, variables, image,
                                                   bottom_up.make_maps_fn(config))
   assert det.shape == (64, 128, 17) and tags.shape == (64, 128, 17, 2)
@@ -132,9 +133,19 @@ def test_predictor_device_nms_equals_host_parse_and_multi_scale_runs():
   zoom = 64 / 70
   np.testing.assert_allclose(keypoints[..., :2], (people[..., :2] - [64, 32]) / zoom + center,
                              rtol=1e-6)
+  # The predictor interface: the same people, with person boxes around their joints.
+  found, = predictor([image])
+  np.testing.assert_array_equal(found.as_array(), keypoints)
+  np.testing.assert_array_equal(found.scores, scores)
+  inside = (found.joint_scores > 0)[..., None]
+  corner = found.boxes[:, None, :2]
+  assert np.all(~inside | (found.keypoints >= corner - 1e-9))
+  assert np.all(~inside | (found.keypoints <= corner + found.boxes[:, None, 2:] + 1e-9))
+  with pytest.raises(errors.UserError, match='pass no boxes'):
+    predictor([image], boxes=[[(0, 0, 10, 10)]])
   config.test.scale_factors = (1.0, 0.5)
-  many, _ = bottom_up.BottomUpPredictor(config, variables).predict(image)
+  many, _ = predictors.BottomUpPredictor(config, variables).people(image)
   assert many.ndim == 3 and many.shape[1:] == (17, 3)
   config.test.scale_factors = (0.5,)
   with pytest.raises(ValueError, match='must contain 1.0'):
-    bottom_up.BottomUpPredictor(config, variables).predict(image)
+    predictors.BottomUpPredictor(config, variables).people(image)

@@ -14,7 +14,7 @@ import pytest
 
 import official_reference as official
 from conftest import REPO
-from hrnet_jax import evaluation, train_lib
+from hrnet_jax import evaluation, steps
 from test_demo import run
 
 CONFIG = os.path.join(REPO, 'configs', 'demo_bottom_up.py')
@@ -37,7 +37,7 @@ def test_bottom_up_loss_is_the_official_composition():
       for j in rng.choice(k, 9, replace=False):
         batch['tag_locations'][i, p, j] = (j * h * h + rng.integers(h * h), 1)
   factors = dict(heatmap_factors=(1.0, 0.5), push_factor=1e-3, pull_factor=2e-3)
-  loss, parts = train_lib.bottom_up_loss((quarter, half), batch, ae_type='exp', **factors)
+  loss, parts = steps.bottom_up_loss((quarter, half), batch, ae_type='exp', **factors)
 
   def nchw(x):
     return x.transpose(0, 3, 1, 2).astype(np.float64)
@@ -72,7 +72,7 @@ def test_train_py_trains_and_evaluates_a_bottom_up_config(trained):
   workdir, root, stdout = trained
   assert 'Training 2 steps (4 per epoch of 16 images, global batch 4' in stdout
   assert f'step {STEPS}/{STEPS} loss' in stdout
-  assert 'Evaluation of step 2 on val: 3 images' in stdout
+  assert "Evaluation 'coco' of step 2 on val: 3 images" in stdout
   assert os.listdir(os.path.join(workdir, 'checkpoints')) == [str(STEPS)]
   with open(os.path.join(workdir, 'eval', 'val_metrics.json')) as f:
     assert sorted(json.load(f)) == sorted(evaluation.METRIC_NAMES)

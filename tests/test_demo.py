@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from hrnet_jax import config_lib, eval_lib, models
+from hrnet_jax import config_lib, evaluators, models, sharding, tasks
 from input_pipeline import coco
 
 DEMO_CONFIG = os.path.join(REPO, 'configs', 'demo.py')
@@ -54,8 +54,8 @@ def test_short_demo_training_beats_the_untrained_model_by_far(trained):
   width, height = config.dataset.image_size
   variables = jax.jit(lambda: model.init(jax.random.key(config.seed),
                                          np.zeros((1, height, width, 3)), train=False))()
-  untrained = eval_lib.Evaluator(config).evaluate(variables, workdir + '_untrained', step=0,
-                                                  verbose=False)
+  evals = evaluators.from_config(config, tasks.get_task(config), sharding.data_mesh())
+  untrained = evals['coco'].run(variables).metrics
   assert untrained['AP'] < 0.02, untrained
   assert trained_ap >= MIN_TRAINED_AP and trained_ap > untrained['AP'] + 0.1, (
       trained_ap, untrained['AP'])

@@ -2,7 +2,8 @@
 
 The oracle renders Gaussian heatmaps at the ground-truth keypoints of a synthetic val set
 and sends them through the same code as ``launch/eval.py`` after the network
-(``decode.heatmaps_to_keypoints`` and ``eval_lib.score_predictions``).
+(``decode.heatmaps_to_keypoints``, ``tasks.coco_results``, the ``coco_keypoints`` evaluator
+and ``evaluators.write``).
 """
 
 import contextlib
@@ -15,7 +16,7 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from hrnet_jax import config_lib, decode, eval_lib, evaluation, keypoints as kp
+from hrnet_jax import config_lib, decode, evaluation, evaluators, keypoints as kp, tasks
 from input_pipeline import coco, synthetic
 
 ORACLE_MIN_AP = 0.99  # the acceptance list's bound for ground-truth heatmaps
@@ -53,15 +54,33 @@ def predictions(people, heatmaps):
           'scale': people.scales, 'score': people.scores, 'image_id': people.image_ids}
 
 
+class FixedPredictions(tasks.ValSource):
+  """A val split whose predictions are given: what the network would have found."""
+
+  def __init__(self, annotation_file, results):
+    self.annotation_file, self.split, self.results = annotation_file, 'val', results
+
+  def predict(self, variables):
+    del variables
+    return tasks.ValPredictions(self.results, f'{len(self.results)} given people')
+
+
+def score(config, found, annotations, workdir):
+  """What launch/eval.py does after the network: rescoring, OKS NMS, COCOeval, the files."""
+  evaluator = evaluators.CocoKeypoints(
+      FixedPredictions(annotations, tasks.coco_results(config, found)))
+  flat = evaluators.write({'coco': evaluator.run(None)}, workdir, step=0, verbose=False)
+  return {k.split('/', 1)[1]: v for k, v in flat.items()}
+
+
 def test_oracle_heatmaps_reach_ap_099_and_perturbation_lowers_it(val_set, tmp_path):
   config, people, annotations = val_set
   hm_size = config.dataset.heatmap_size
-  oracle = eval_lib.score_predictions(config, predictions(people, oracle_heatmaps(
-      people, hm_size)), annotations, str(tmp_path / 'oracle'), step=0, verbose=False)
+  oracle = score(config, predictions(people, oracle_heatmaps(people, hm_size)), annotations,
+                 str(tmp_path / 'oracle'))
   assert oracle['AP'] >= ORACLE_MIN_AP, oracle
-  perturbed = eval_lib.score_predictions(config, predictions(people, oracle_heatmaps(
-      people, hm_size, shift_px=4.0)), annotations, str(tmp_path / 'perturbed'), step=0,
-      verbose=False)
+  perturbed = score(config, predictions(people, oracle_heatmaps(people, hm_size, shift_px=4.0)),
+                    annotations, str(tmp_path / 'perturbed'))
   assert perturbed['AP'] < oracle['AP'] - 0.05, (oracle['AP'], perturbed['AP'])
 
   # The files of the eval job: COCO results and the ten metrics.
@@ -153,7 +172,8 @@ def test_detection_boxes_through_the_eval_dataset(val_set, tmp_path):
   config = config_lib.override(config, {'test.use_gt_bbox': False,
                                         'test.bbox_file': str(bbox_file),
                                         'test.image_thre': 0.7})
-  ds, annotation_file, n = eval_lib.eval_dataset(config)
+  ds, n = tasks.eval_dataset(config)
+  annotation_file = tasks.annotation_file(config)
   assert n == (len(people) + 1) // 2
   batches = list(ds.as_numpy_iterator())
   scores = np.concatenate([b['score'][b['mask'] > 0] for b in batches])

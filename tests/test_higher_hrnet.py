@@ -65,7 +65,7 @@ def test_other_architectures_and_sizes_match_torch_reference(case):
 def test_output_contract_and_export_round_trip(tmp_path):
   config = models.higher_hrnet_config(4, 1, (1, 1, 1), num_joints=5, deconv_blocks=2)
   model = models.create_model(config)
-  assert isinstance(model, models.HigherHRNet) and models.is_bottom_up(config)
+  assert isinstance(model, models.HigherHRNet)
   x = jax.random.normal(jax.random.key(0), (2, 64, 96, 3))
   variables = random_variables(config)
   quarter, half = jax.jit(model.apply)(variables, x)
@@ -83,12 +83,17 @@ def test_output_contract_and_export_round_trip(tmp_path):
     weights.load_torch_checkpoint(path, config)
 
 
-def test_top_down_only_code_refuses_a_bottom_up_config():
-  from hrnet_jax import config_lib, eval_lib
-  from input_pipeline import datasets
+def test_get_task_picks_the_task_of_the_model_kind():
+  from hrnet_jax import config_lib, errors, tasks
+  top_down = config_lib.topdown_config(width=4, image_size=(64, 64), sigma=2, batch_size=2,
+                                       test_batch_size=2)
+  assert isinstance(tasks.get_task(top_down), tasks.TopDownTask)
   config = config_lib.bottomup_config(width=4, input_size=64, batch_size=2)
-  with pytest.raises(NotImplementedError, match="'higher_hrnet' is bottom-up: .*make_evaluator"):
-    eval_lib.Evaluator(config)
+  task = tasks.get_task(config)
+  assert isinstance(task, tasks.BottomUpTask) and task.input_size == (64, 64)
   config.dataset.source = 'tfds'
-  with pytest.raises(ValueError, match="source 'tfds' is top-down only"):
-    datasets.TrainingData(config)
+  with pytest.raises(errors.ConfigError, match="source 'tfds' is top-down only"):
+    task.training_data()
+  config.model.name = 'pose_regression'
+  with pytest.raises(errors.ConfigError, match="'pose_regression'; expected one of"):
+    tasks.get_task(config)

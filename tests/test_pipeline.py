@@ -12,7 +12,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from conftest import REPO
-from hrnet_jax import keypoints as kp
+from hrnet_jax import keypoints as kp, tasks
 from input_pipeline import coco, pipeline
 
 SPEC = pipeline.SampleSpec((96, 128), (24, 32), 2.0, kp.COCO_FLIP_PAIRS, kp.COCO_UPPER_BODY_IDS)
@@ -204,7 +204,7 @@ def test_sample_spec_reads_the_recipe():
   from hrnet_jax import config_lib
   config = config_lib.topdown_config(width=32, image_size=(192, 256), sigma=2, batch_size=128,
                                      test_batch_size=128)
-  spec = pipeline.SampleSpec.from_config(config)
+  spec = tasks.sample_spec(config)
   assert spec.image_size == (192, 256) and spec.heatmap_size == (48, 64) and spec.sigma == 2
   assert (spec.scale_factor, spec.rotation_factor, spec.rotation_prob) == (0.35, 45.0, 0.6)
   assert (spec.half_body_prob, spec.num_joints_half_body) == (0.3, 8)

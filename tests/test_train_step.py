@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from hrnet_jax import losses, models, train_lib
+from hrnet_jax import losses, models, steps, train_lib
 
 
 def test_joints_mse_matches_the_official_formula():
@@ -24,19 +24,46 @@ def test_joints_mse_matches_the_official_formula():
 
 def test_train_steps_lower_the_loss_on_a_fixed_batch(small_model_config):
   model = models.PoseHRNet(small_model_config)
-  state = train_lib.create_train_state(model, optax.adam(1e-3), jax.random.key(0), (2, 64, 64, 3))
+  state = steps.create_train_state(model, optax.adam(1e-3), jax.random.key(0), (2, 64, 64, 3))
   yy, xx = jnp.mgrid[0:16, 0:16]
   blob = jnp.exp(-((yy - 8.0)**2 + (xx - 5.0)**2) / 8.0)
   batch = {'image': jax.random.normal(jax.random.key(1), (2, 64, 64, 3)),
            'heatmaps': jnp.broadcast_to(blob[None, :, :, None], (2, 16, 16, 17)),
            'target_weight': jnp.ones((2, 17, 1))}
-  step = jax.jit(train_lib.train_step)
+  step = jax.jit(steps.train_step)
   state, first = step(state, batch, jax.random.key(2))
   for _ in range(5):
     state, metrics = step(state, batch, jax.random.key(2))
   assert int(state.step) == 6
   assert float(metrics['loss']) < 0.9 * float(first['loss'])
   assert np.isfinite(float(metrics['grad_norm']))
+
+
+def test_use_target_weight_false_weighs_every_joint_equally(small_model_config):
+  """config.loss.use_target_weight=False: the task's step ignores the batch's target weights."""
+  from hrnet_jax import config_lib, tasks
+  config = config_lib.topdown_config(width=4, image_size=(64, 64), sigma=2, batch_size=2,
+                                     test_batch_size=2)
+  config.model = small_model_config
+  model = models.PoseHRNet(small_model_config)
+  state = steps.create_train_state(model, optax.sgd(0.0), jax.random.key(0), (2, 64, 64, 3))
+  rng = np.random.default_rng(3)
+  batch = {'image': jnp.asarray(rng.normal(size=(2, 64, 64, 3)), jnp.float32),
+           'heatmaps': jnp.asarray(rng.uniform(size=(2, 16, 16, 17)), jnp.float32),
+           'target_weight': jnp.asarray(rng.integers(0, 2, (2, 17, 1)), jnp.float32)}
+  heatmaps = model.apply({'params': state.params, 'batch_stats': state.batch_stats},
+                         batch['image'], train=True, mutable=['batch_stats'])[0]
+  losses_by_setting = {}
+  for use in (True, False):
+    config.loss.use_target_weight = use
+    _, metrics = jax.jit(tasks.get_task(config).train_step())(state, batch, jax.random.key(0))
+    losses_by_setting[use] = float(metrics['loss'])
+  # float32 reductions of the same terms: 1e-5 relative.
+  np.testing.assert_allclose(losses_by_setting[True], losses.joints_mse_loss(
+      heatmaps, batch['heatmaps'], batch['target_weight']), rtol=1e-5)
+  np.testing.assert_allclose(losses_by_setting[False], losses.joints_mse_loss(
+      heatmaps, batch['heatmaps'], None), rtol=1e-5)
+  assert abs(losses_by_setting[True] - losses_by_setting[False]) > 0.1 * losses_by_setting[False]
 
 
 def test_init_from_reads_a_pose_pth_an_imagenet_pth_and_a_converted_folder(tmp_path):

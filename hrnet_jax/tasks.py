@@ -1,0 +1,372 @@
+"""One task per model kind: everything that differs between top-down and bottom-up, chosen once.
+
+``get_task(config)`` is the only place that looks at the model kind. A task gives the
+training input size, the pure train step and the batch keys it reads, the training data, the
+COCO-format predictions of the val split (what evaluators score) and the predictor. Adding a
+model kind means writing one more ``Task`` and naming it in ``TASKS``.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import functools
+import os
+import time
+from typing import Any, Callable, Iterator
+
+import jax
+from jax.experimental import multihost_utils
+import ml_collections
+import numpy as np
+import tensorflow as tf
+
+from hrnet_jax import bottom_up, errors, evaluation, predictors, sharding, steps
+from hrnet_jax import keypoints as kp
+from input_pipeline import bottom_up_pipeline, coco, datasets, pipeline, tfds_source
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingData:
+  """The training examples of a config, read once: how many, what they are, their batches."""
+  count: int
+  what: str  # 'people' or 'images', for messages
+  # (start_step, process_index, process_count) -> this process's share of each global batch
+  open: Callable[[int, int, int], Iterator[dict[str, np.ndarray]]]
+
+
+@dataclasses.dataclass(frozen=True)
+class ValPredictions:
+  """COCO keypoint results of a val split (all processes' people, on every process)."""
+  results: list[dict]
+  note: str  # what was predicted and how long it took, for the printed report
+
+
+class ValSource(abc.ABC):
+  """The val split of a config, ready to predict (boxes read, pipeline built) on every call."""
+  annotation_file: str
+  split: str
+
+  @abc.abstractmethod
+  def predict(self, variables: Any) -> ValPredictions:
+    """Predicts the whole split with ``variables``, as the official test of the model kind."""
+
+
+class Task(abc.ABC):
+  """What one model kind does for training, evaluation and prediction."""
+  predictor_class: type[predictors.Predictor]
+  val_class: type[ValSource]  # built with (config, mesh)
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.config = config
+
+  @property
+  @abc.abstractmethod
+  def input_size(self) -> tuple[int, int]:
+    """(width, height) of a training input."""
+
+  @property
+  @abc.abstractmethod
+  def batch_keys(self) -> tuple[str, ...]:
+    """The keys of a training batch that the train step reads."""
+
+  @abc.abstractmethod
+  def train_step(self) -> steps.StepFn:
+    """The pure (state, batch, rng) -> (state, metrics) step of the config's loss."""
+
+  @abc.abstractmethod
+  def training_data(self) -> TrainingData:
+    """The training split of ``config.dataset``."""
+
+  def predictor(self, variables: Any,
+                mesh: jax.sharding.Mesh | None = None) -> predictors.Predictor:
+    """A predictor of people in whole images with ``variables``."""
+    return self.predictor_class(self.config, variables, mesh)
+
+  def val_source(self, mesh: jax.sharding.Mesh) -> ValSource:
+    """The val split of ``config.dataset`` as the official test of this kind predicts it."""
+    return self.val_class(self.config, mesh)
+
+  @abc.abstractmethod
+  def describe_test(self) -> str:
+    """How the val split is predicted, in a few words, for messages."""
+
+
+def folder_data(config: ml_collections.ConfigDict, examples, spec, what: str,
+                make_dataset=None) -> TrainingData:
+  """Training data read from a folder by index: ``pipeline.TrainIterator`` over ``examples``."""
+
+  def open_folder(start_step: int, process_index: int, process_count: int):
+    return pipeline.TrainIterator(
+        examples, spec, config.batch_size, seed=config.seed, start_step=start_step,
+        process_index=process_index, process_count=process_count,
+        skip_bad_images=config.dataset.skip_bad_images, make_dataset=make_dataset)
+  return TrainingData(len(examples), what, open_folder)
+
+
+def annotation_file(config: ml_collections.ConfigDict) -> str:
+  """The val split's COCO annotation file, which COCOeval scores against."""
+  root = datasets.dataset_root(config.dataset)
+  path = coco.annotation_path(root, config.dataset.val_split)
+  if not tf.io.gfile.exists(path):
+    raise errors.MissingFileError(f'{path} not found: COCOeval needs the val annotations '
+                                  f'(config.dataset.root)')
+  return path
+
+
+# ---------------------------------------------------------------------------- top-down ---
+
+
+def sample_spec(config: ml_collections.ConfigDict) -> pipeline.SampleSpec:
+  """What the top-down transforms need from ``config.dataset`` and ``config.augment``."""
+  d, a = config.dataset, config.augment
+  skeleton = kp.skeleton_for(config.model.num_joints)
+  return pipeline.SampleSpec(
+      tuple(d.image_size), tuple(d.heatmap_size), float(d.sigma), skeleton['flip_pairs'],
+      skeleton['upper_body_ids'], a.scale_factor, a.rotation_factor, a.rotation_prob,
+      float(a.flip), a.half_body_prob, a.num_joints_half_body)
+
+
+def eval_dataset(config: ml_collections.ConfigDict) -> tuple[tf.data.Dataset, int]:
+  """This process's batches of person crops of the val split, and the number of boxes.
+
+  Boxes are the ground truth (``test.use_gt_bbox``) or the detections of ``test.bbox_file``
+  above ``test.image_thre``, as the official recipe.
+  """
+  d, test = config.dataset, config.test
+  spec = sample_spec(config)
+  where = dict(process_index=jax.process_index(), process_count=jax.process_count())
+  if d.source == 'tfds':
+    if not test.use_gt_bbox:
+      raise errors.ConfigError(
+          'config.test.use_gt_bbox=False (detection boxes) needs the image files: use '
+          "config.dataset.source='folder' for evaluation with detections")
+    builder = tfds_source.load_builder(d.tfds_data_dir)
+    tfds_source.check_split(builder, d.val_split)
+    n = int(tfds_source.people_per_example(builder)[d.val_split].sum())
+    ds = tfds_source.eval_dataset(d.tfds_data_dir, d.val_split, spec, test.batch_size, **where)
+    return ds, n
+  root = datasets.dataset_root(d)
+  if test.use_gt_bbox:
+    instances = coco.load_ground_truth(root, d.val_split, aspect_ratio=spec.aspect_ratio,
+                                       num_joints=config.model.num_joints,
+                                       padding=d.box_padding)
+  else:
+    bbox_file = test.bbox_file if os.path.isabs(test.bbox_file) else os.path.join(
+        root, test.bbox_file)
+    instances = coco.load_detections(bbox_file, root, d.val_split,
+                                     aspect_ratio=spec.aspect_ratio,
+                                     num_joints=config.model.num_joints,
+                                     score_threshold=test.image_thre, padding=d.box_padding)
+  return pipeline.eval_dataset(instances, spec, test.batch_size, **where), len(instances)
+
+
+class TopDownVal(ValSource):
+  """Person boxes of the val split through the predictor, rescored and OKS-NMSed officially."""
+
+  def __init__(self, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh):
+    self.config, self.mesh = config, mesh
+    sharding.check_batch_size(config.test.batch_size)  # before reading every box
+    self.split = self.config.dataset.val_split
+    self.dataset, self.num_boxes = eval_dataset(self.config)
+    self.annotation_file = annotation_file(self.config)
+    self.predictor = None
+
+  def crop_keypoints(self, variables: Any) -> dict[str, np.ndarray]:
+    """keypoints (N, K, 3), center, scale, score and image_id of every val box."""
+    if self.predictor is None:
+      self.predictor = predictors.TopDownPredictor(self.config, variables, self.mesh)
+    self.predictor.set_variables(variables)
+    parts = [self.predictor.crop_keypoints(b) for b in self.dataset.as_numpy_iterator()]
+    if not parts:
+      raise errors.UserError('the evaluation set is empty: no person boxes to evaluate')
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+  def predict(self, variables: Any) -> ValPredictions:
+    start = time.time()
+    found = self.crop_keypoints(variables)
+    seconds = time.time() - start
+    results = coco_results(self.config, found)
+    return ValPredictions(results, f'{self.num_boxes} boxes, predicted in {seconds:.1f} s, '
+                                   f'{len(results)} people after OKS NMS')
+
+
+def coco_results(config: ml_collections.ConfigDict,
+                 found: dict[str, np.ndarray]) -> list[dict]:
+  """The official rescoring and OKS NMS of top-down ``found`` people, as COCO results.
+
+  ``found`` holds keypoints (N, K, 3: image x, y, maxval), center, scale, score and image_id.
+  """
+  test = config.test
+  return evaluation.keypoint_results(
+      found['keypoints'], found['score'], found['image_id'], found['center'], found['scale'],
+      in_vis_thre=test.in_vis_thre, oks_thre=test.oks_thre, soft_nms=test.soft_nms)
+
+
+class TopDownTask(Task):
+  """HRNet: person boxes cropped to ``dataset.image_size``, heatmaps, JointsMSELoss."""
+  predictor_class = predictors.TopDownPredictor
+  val_class = TopDownVal
+
+  @property
+  def input_size(self) -> tuple[int, int]:
+    return tuple(self.config.dataset.image_size)
+
+  @property
+  def batch_keys(self) -> tuple[str, ...]:
+    return steps.TOP_DOWN_BATCH_KEYS
+
+  def train_step(self) -> steps.StepFn:
+    return functools.partial(steps.train_step,
+                             use_target_weight=self.config.loss.use_target_weight)
+
+  def training_data(self) -> TrainingData:
+    c, d = self.config, self.config.dataset
+    spec = sample_spec(c)
+    if d.source == 'tfds':
+      builder = tfds_source.load_builder(d.tfds_data_dir)
+      tfds_source.check_split(builder, d.train_split)
+      count = int(tfds_source.people_per_example(builder)[d.train_split].sum())
+
+      def open_tfds(start_step, process_index, process_count):
+        return tfds_source.train_dataset(
+            d.tfds_data_dir, d.train_split, spec, c.batch_size, seed=c.seed,
+            start_step=start_step, process_index=process_index,
+            process_count=process_count).as_numpy_iterator()
+      return TrainingData(count, 'people', open_tfds)
+    instances = coco.load_ground_truth(datasets.dataset_root(d), d.train_split,
+                                       aspect_ratio=spec.aspect_ratio,
+                                       num_joints=c.model.num_joints, padding=d.box_padding)
+    return folder_data(c, instances, spec, 'people')
+
+  def describe_test(self) -> str:
+    test = self.config.test
+    boxes = 'ground-truth boxes' if test.use_gt_bbox else test.bbox_file
+    return f'{boxes}, flip test {test.flip_test}, decoder {test.decoder}'
+
+
+# --------------------------------------------------------------------------- bottom-up ---
+
+
+def bottom_up_spec(config: ml_collections.ConfigDict) -> bottom_up_pipeline.BottomUpSpec:
+  """What the bottom-up transforms need from ``config.dataset`` and ``config.augment``."""
+  d, a = config.dataset, config.augment
+  if d.input_size % 4:
+    raise errors.ConfigError(f'config.dataset.input_size must be a multiple of 4 (outputs at '
+                             f'1/4 and 1/2); got {d.input_size}')
+  num_joints = config.model.num_joints
+  return bottom_up_pipeline.BottomUpSpec(
+      int(d.input_size), num_joints, kp.skeleton_for(num_joints)['flip_pairs'],
+      float(d.sigma), int(d.max_num_people), float(a.min_scale), float(a.max_scale),
+      float(a.max_rotation), float(a.max_translate), float(a.flip))
+
+
+def read_rgb(path: str) -> np.ndarray:
+  """An image file as uint8 (H, W, 3) RGB, or an error naming the file."""
+  try:
+    return tf.io.decode_image(tf.io.read_file(path), channels=3,
+                              expand_animations=False).numpy()
+  except (tf.errors.OpError, ValueError) as e:
+    message = e.message.splitlines()[0] if hasattr(e, 'message') else str(e)
+    raise pipeline.DataError(f'{path}: cannot read or decode the image ({message})') from None
+
+
+class BottomUpVal(ValSource):
+  """Every val image through the predictor; all people of each image, as the official test.
+
+  Score = mean joint score, no NMS. Process k of P predicts images k::P on its first local
+  device; the people are gathered.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh):
+    del mesh  # one image at a time, on one local device
+    self.config = config
+    self.split = self.config.dataset.val_split
+    self.annotation_file = annotation_file(self.config)
+    images = coco.read_json(self.annotation_file).get('images', [])
+    if not images:
+      raise errors.UserError(f'{self.annotation_file}: no images to evaluate')
+    folder = coco.image_dir(datasets.dataset_root(self.config.dataset), self.split)
+    images = sorted(images, key=lambda i: i['id'])
+    self.num_images = len(images)
+    mine = images[jax.process_index()::jax.process_count()]
+    self.paths = [os.path.join(folder, i['file_name']) for i in mine]
+    self.image_ids = [int(i['id']) for i in mine]
+    self.predictor = None
+
+  def predict(self, variables: Any) -> ValPredictions:
+    start = time.time()
+    if self.predictor is None:
+      self.predictor = predictors.BottomUpPredictor(self.config, variables)
+    self.predictor.set_variables(variables)
+    k, cap = self.config.model.num_joints, self.config.test.max_num_people
+    share = -(-self.num_images // jax.process_count())
+    keypoints = np.zeros((share, cap, k, 3), np.float64)
+    scores = np.zeros((share, cap), np.float64)
+    counts = np.zeros((share,), np.int32)
+    ids = np.full((share,), -1, np.int64)
+    for i, (path, image_id) in enumerate(zip(self.paths, self.image_ids)):
+      people, person_scores = self.predictor.people(read_rgb(path))
+      n = min(len(people), cap)
+      keypoints[i, :n], scores[i, :n] = people[:n], person_scores[:n]
+      counts[i], ids[i] = n, image_id
+    if jax.process_count() > 1:
+      keypoints, scores, counts, ids = (
+          np.concatenate(list(x)) for x in multihost_utils.process_allgather(
+              (keypoints, scores, counts, ids)))
+    results = []
+    for person_keypoints, person_scores, n, image_id in zip(keypoints, scores, counts, ids):
+      if image_id >= 0:
+        results += bottom_up.results_for_image(image_id, person_keypoints[:n], person_scores[:n])
+    return ValPredictions(results, f'{self.num_images} images, predicted in '
+                                   f'{time.time() - start:.1f} s, {len(results)} people')
+
+
+class BottomUpTask(Task):
+  """HigherHRNet: whole images, heatmaps at 1/4 and 1/2, tags grouped into people."""
+  predictor_class = predictors.BottomUpPredictor
+  val_class = BottomUpVal
+
+  @property
+  def input_size(self) -> tuple[int, int]:
+    return (self.config.dataset.input_size,) * 2
+
+  @property
+  def batch_keys(self) -> tuple[str, ...]:
+    return bottom_up_pipeline.BATCH_KEYS
+
+  def train_step(self) -> steps.StepFn:
+    loss = self.config.loss
+    return functools.partial(steps.bottom_up_train_step,
+                             heatmap_factors=tuple(loss.heatmap_factors),
+                             push_factor=loss.push_factor, pull_factor=loss.pull_factor,
+                             ae_type=loss.ae_type)
+
+  def training_data(self) -> TrainingData:
+    c, d = self.config, self.config.dataset
+    if d.source == 'tfds':
+      raise errors.ConfigError(
+          "bottom-up training reads COCO-format folders: config.dataset.source 'tfds' is "
+          "top-down only; use 'folder' or 'synthetic'")
+    spec = bottom_up_spec(c)
+    images = coco.load_people_images(datasets.dataset_root(d), d.train_split,
+                                     num_joints=c.model.num_joints)
+    return folder_data(c, images, spec, 'images', bottom_up_pipeline.train_dataset)
+
+  def describe_test(self) -> str:
+    test = self.config.test
+    return (f'bottom-up (no boxes), scales {tuple(test.scale_factors)}, flip test '
+            f'{test.flip_test}')
+
+
+# ------------------------------------------------------------------------------ select ---
+
+TASKS: dict[str, type[Task]] = {'pose_hrnet': TopDownTask, 'higher_hrnet': BottomUpTask}
+
+
+def get_task(config: ml_collections.ConfigDict) -> Task:
+  """The task of ``config.model.name``: the one place that looks at the model kind."""
+  name = config.model.name
+  if name not in TASKS:
+    raise errors.ConfigError(f'config.model.name is {name!r}; expected one of {sorted(TASKS)}')
+  return TASKS[name](config)
