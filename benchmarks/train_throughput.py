@@ -23,7 +23,7 @@ from ml_collections import config_flags
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_utils  # noqa: E402
 
-from hrnet_jax import models, sharding, steps, train_lib  # noqa: E402
+from hrnet_jax import models, optim, sharding, steps  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/coco_w32.py', 'Recipe config.',
                                           lock_config=True)
@@ -44,7 +44,7 @@ def main(argv: list[str]) -> None:
   hw, hh = config.dataset.heatmap_size
   k = config.model.num_joints
   model = models.create_model(config.model)
-  tx = train_lib.create_optimizer(config, train_lib.create_learning_rate_fn(config, 1000))
+  tx = optim.create_optimizer(config, optim.create_learning_rate_fn(config, 1000))
   rep = sharding.replicated(mesh)
   state = jax.jit(lambda rng: steps.create_train_state(model, tx, rng, (1, height, width, 3)),
                   out_shardings=rep)(jax.random.key(0))

@@ -7,7 +7,6 @@ import os
 from typing import Any, Mapping
 
 import ml_collections
-import tensorflow as tf
 
 from hrnet_jax import errors, models
 
@@ -175,6 +174,7 @@ def _tuples(value: Any) -> Any:
 
 def load_saved_config(workdir: str) -> ml_collections.ConfigDict:
   """The config a training run saved in ``workdir/config.json`` (JSON lists as tuples)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top  (recipes load without it)
   path = os.path.join(workdir, CONFIG_FILE)
   if not tf.io.gfile.exists(path):
     raise errors.MissingFileError(

@@ -22,35 +22,14 @@ import numpy as np
 import optax
 import tensorflow as tf
 
-from hrnet_jax import checkpoints, config_lib, errors, evaluators, models, sharding, tasks, weights
+from hrnet_jax import (checkpoints, config_lib, errors, evaluators, models, optim, sharding, tasks,
+                       weights)
 from hrnet_jax.steps import TrainState, create_train_state
 from input_pipeline import coco
 
 
 class NonFiniteLossError(errors.UserError):
   """The loss became NaN or inf; no checkpoint of the bad parameters was written."""
-
-
-def create_learning_rate_fn(config: ml_collections.ConfigDict,
-                            steps_per_epoch: int) -> optax.Schedule:
-  """The official MultiStepLR (x ``lr_factor`` at each epoch of ``lr_steps``), per step."""
-  o = config.optim
-  return optax.piecewise_constant_schedule(
-      o.learning_rate, {int(e * steps_per_epoch): o.lr_factor for e in o.lr_steps})
-
-
-def create_optimizer(config: ml_collections.ConfigDict,
-                     learning_rate: optax.Schedule) -> optax.GradientTransformation:
-  """Adam as the official recipe (AdamW when weight_decay > 0), or SGD with momentum 0.9."""
-  o = config.optim
-  if o.name == 'adam':
-    if o.weight_decay:
-      return optax.adamw(learning_rate, weight_decay=o.weight_decay)
-    return optax.adam(learning_rate)
-  if o.name == 'sgd':
-    return optax.chain(optax.add_decayed_weights(o.weight_decay),
-                       optax.sgd(learning_rate, momentum=0.9))
-  raise errors.ConfigError(f"config.optim.name is {o.name!r}; expected 'adam' or 'sgd'")
 
 
 # Config entries that fix the shapes of the model's variables and inputs: a workdir saved
@@ -291,9 +270,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                  else config.optim.num_epochs * steps_per_epoch)
 
   # State: the latest checkpoint, or new (config.init_from).
-  learning_rate = create_learning_rate_fn(config, steps_per_epoch)
+  learning_rate = optim.create_learning_rate_fn(config, steps_per_epoch)
   manager = checkpoints.train_checkpoint_manager(workdir, config.keep_checkpoints)
-  state, rng, start_step = restore_or_initialize(config, task, create_optimizer(
+  state, rng, start_step = restore_or_initialize(config, task, optim.create_optimizer(
       config, learning_rate), manager, rep)
 
   # Update step: the task's pure function, jitted over the mesh; old buffers are reused.
