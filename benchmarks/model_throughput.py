@@ -1,20 +1,23 @@
 r"""Forward and train-step throughput of a pose HRNet on the current JAX backend.
 
-python benchmarks/model_throughput.py --config=configs/coco_w32.py --batch_size=32
+python benchmarks/model_throughput.py --config=configs/coco_w32.py --batch_size=32 \
+    [--dtype=float32,bfloat16] [--notrain]
 
-Prints images/s (forward in eval mode, and a full Adam train step), compile seconds, peak
-memory, and XLA's cost-analysis FLOPs per image beside the official 7.1 GFLOPs (counted as
-multiply-adds) of W32 256x192. Inputs are random; weights are freshly initialised.
+Prints images/s (forward in eval mode, and a full Adam train step unless ``--notrain``),
+compile seconds, peak memory, a ``RESULT {json}`` line per (dtype, batch), and the
+convolutions' multiply-adds per image beside the official 7.1 G of W32 256x192. Inputs are
+random; weights are freshly initialised. Top-down and bottom-up recipes both work.
 """
 
 from __future__ import annotations
 
+import gc
+import json
 import os
 import sys
 import time
 
 from absl import app, flags, logging
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -27,10 +30,12 @@ import bench_utils  # noqa: E402
 from hrnet_jax import models, steps  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/coco_w32.py', 'Recipe config.',
-                                          lock_config=True)
-_BATCH = flags.DEFINE_integer('batch_size', 32, 'Images per step.')
+                                          lock_config=False)
+_BATCH = flags.DEFINE_list('batch_size', ['32'], 'Images per step (a list runs each).')
 _STEPS = flags.DEFINE_integer('steps', 10, 'Timed steps after the warm-up step.')
-_DTYPE = flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'], 'Compute dtype.')
+_DTYPE = flags.DEFINE_list('dtype', ['float32'], 'Compute dtypes (float32, bfloat16).')
+_TRAIN = flags.DEFINE_bool('train', True, 'Also time the Adam train step.')
+_COMPILE_ONLY = bench_utils.define_compile_only_flag()
 
 OFFICIAL_GMACS = {(32, (192, 256)): 7.1, (32, (288, 384)): 16.0, (48, (192, 256)): 14.6,
                   (48, (288, 384)): 32.9}
@@ -49,80 +54,84 @@ def _time(fn, *args, steps: int) -> tuple[float, float]:
   return first, (time.perf_counter() - start) / steps
 
 
-def conv_macs_per_image(model, variables, images: jnp.ndarray) -> float:
-  """Multiply-adds of every convolution for one image (what the official 7.1 G counts)."""
-  total = 0
+def run(config, dtype: str, batch: int) -> None:
+  """Compiles and times the forward (and the train step) at one (dtype, batch)."""
+  config.model.dtype = dtype
+  model = models.create_model(config.model)
+  step, data = bench_utils.synthetic_training(config, model, batch)
+  images = jnp.asarray(data['image'])
+  height, width = images.shape[1:3]
+  state = steps.create_train_state(model, optax.adam(1e-3), jax.random.key(0),
+                                   (1, height, width, 3))
+  variables = {'params': state.params, 'batch_stats': state.batch_stats}
+  result = {'bench': 'jax_model', 'model': config.model.name, 'width': config.model.width,
+            'dtype': dtype, 'batch': batch}
 
-  def count(next_fun, args, kwargs, context):
-    nonlocal total
-    out = next_fun(*args, **kwargs)
-    module = context.module
-    if isinstance(module, nn.Conv) and context.method_name == '__call__':
-      cin = args[0].shape[-1]
-      kernel = int(np.prod(module.kernel_size))
-      total += int(np.prod(out.shape[1:])) * cin * kernel  # out pixels x channels x window
-    return out
+  forward = jax.jit(lambda v, x: model.apply(v, x, train=False))
+  start = time.perf_counter()
+  compiled_fwd = forward.lower(variables, images).compile()
+  result['forward_compile_s'] = time.perf_counter() - start
+  if _TRAIN.value:
+    jitted = jax.jit(step, donate_argnums=(0,))
+    key = jax.random.key(1)
+    start = time.perf_counter()
+    compiled_step = jitted.lower(state, data, key).compile()
+    result['train_compile_s'] = time.perf_counter() - start
+  if _COMPILE_ONLY.value:
+    print(f'{dtype}, batch {batch}: compiled ' + ', '.join(
+        f'{k} {v:.1f}' for k, v in result.items() if k.endswith('compile_s')), flush=True)
+    return model, variables, images
+  macs = bench_utils.conv_macs_per_image(model, variables, images[:1])
+  result['model_flops_per_image'] = 2 * macs  # forward; a train step is 3x
 
-  with nn.intercept_methods(count):
-    jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, images[:1])
-  return float(total)
+  _, per_step = _time(compiled_fwd, variables, images, steps=_STEPS.value)
+  result['forward_images_per_s'] = batch / per_step
+  print(f'{dtype}, batch {batch}: forward {batch / per_step:8.1f} images/s  '
+        f'({per_step * 1e3:.1f} ms/step, compile {result["forward_compile_s"]:.1f} s; '
+        f'{bench_utils.peak_memory(compiled_fwd)}; '
+        f'{2 * macs * batch / per_step / 1e12:.3g} model TFLOP/s)', flush=True)
+  if _TRAIN.value:
+    state, _ = compiled_step(state, data, key)
+    jax.block_until_ready(state)
+    start = time.perf_counter()
+    for _ in range(_STEPS.value):
+      state, metrics = compiled_step(state, data, key)
+    jax.block_until_ready(metrics)
+    per_step = (time.perf_counter() - start) / _STEPS.value
+    result['train_images_per_s'] = batch / per_step
+    print(f'{dtype}, batch {batch}: train step {batch / per_step:8.1f} images/s  '
+          f'({per_step * 1e3:.1f} ms/step, compile {result["train_compile_s"]:.1f} s; '
+          f'{bench_utils.peak_memory(compiled_step)}; '
+          f'{6 * macs * batch / per_step / 1e12:.3g} model TFLOP/s)', flush=True)
+  print('RESULT ' + json.dumps(result), flush=True)
+  return model, variables, images
 
 
 def main(argv: list[str]) -> None:
   del argv
   logging.set_verbosity(logging.WARNING)
   config = _CONFIG.value
-  config.model.dtype = _DTYPE.value
-  model = models.create_model(config.model)
-  width, height = config.dataset.image_size
-  hw, hh = config.dataset.heatmap_size
-  batch = _BATCH.value
-  k = config.model.num_joints
-  rng = np.random.default_rng(0)
-  images = jnp.asarray(rng.normal(size=(batch, height, width, 3)), jnp.float32)
-  data = {'image': images,
-          'heatmaps': jnp.asarray(rng.uniform(size=(batch, hh, hw, k)), jnp.float32),
-          'target_weight': jnp.ones((batch, k, 1), jnp.float32)}
   print(f'backend {jax.default_backend()} ({jax.devices()[0].device_kind}), '
-        f'{jax.device_count()} device(s); HRNet-W{config.model.width} {height}x{width}, '
-        f'batch {batch}, {_DTYPE.value}')
-
-  state = steps.create_train_state(model, optax.adam(1e-3), jax.random.key(0),
-                                       (1, height, width, 3))
-  variables = {'params': state.params, 'batch_stats': state.batch_stats}
-  num_params = sum(x.size for x in jax.tree_util.tree_leaves(state.params))
-
-  forward = jax.jit(lambda v, x: model.apply(v, x, train=False))
-  start = time.perf_counter()
-  compiled_fwd = forward.lower(variables, images).compile()
-  compile_fwd_s = time.perf_counter() - start
-  cost = compiled_fwd.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  gflops = float(cost.get('flops', float('nan'))) / batch / 1e9
-  _, per_step = _time(compiled_fwd, variables, images, steps=_STEPS.value)
-  print(f'forward:    {batch / per_step:8.1f} images/s  ({per_step * 1e3:.1f} ms/step, '
-        f'compile {compile_fwd_s:.1f} s; {bench_utils.peak_memory(compiled_fwd)})')
-
-  step = jax.jit(steps.train_step, donate_argnums=(0,))
-  key = jax.random.key(1)
-  start = time.perf_counter()
-  compiled_step = step.lower(state, data, key).compile()
-  compile_s = time.perf_counter() - start
-  state, _ = compiled_step(state, data, key)
-  jax.block_until_ready(state)
-  start = time.perf_counter()
-  for _ in range(_STEPS.value):
-    state, metrics = compiled_step(state, data, key)
-  jax.block_until_ready(metrics)
-  per_step = (time.perf_counter() - start) / _STEPS.value
-  print(f'train step: {batch / per_step:8.1f} images/s  ({per_step * 1e3:.1f} ms/step, '
-        f'compile {compile_s:.1f} s; {bench_utils.peak_memory(compiled_step)})')
-
+        f'{jax.device_count()} device(s); {config.model.name} W{config.model.width}')
+  measured = None
+  for dtype in _DTYPE.value:
+    for batch in map(int, _BATCH.value):
+      try:
+        measured = run(config, dtype, batch)
+      except jax.errors.JaxRuntimeError as e:
+        if not bench_utils.is_out_of_memory(e):
+          raise
+        print(f'{dtype}, batch {batch}: out of memory', flush=True)
+      finally:
+        gc.collect()
+  if measured is None:
+    return
+  model, variables, images = measured
+  num_params = sum(x.size for x in jax.tree_util.tree_leaves(variables['params']))
+  width, height = images.shape[2], images.shape[1]
   official = OFFICIAL_GMACS.get((config.model.width, (width, height)))
   print(f'parameters: {num_params:,}')
-  print(f'XLA cost analysis: {gflops:.2f} GFLOPs per image forward = {gflops / 2:.2f} G '
-        f'multiply-adds, all ops (BN, ReLU and sums included)')
-  macs = conv_macs_per_image(model, variables, images) / 1e9
+  macs = bench_utils.conv_macs_per_image(model, variables, images) / 1e9
   print(f'convolutions alone: {macs:.2f} G multiply-adds per image' +
         (f' (official: {official} GFLOPs, counted as convolution multiply-adds)'
          if official else ''))
