@@ -88,6 +88,12 @@ def _add_run_settings(config: ml_collections.ConfigDict) -> None:
   config.eval_every_steps = 5000
   config.keep_checkpoints = 3
   config.log_every_steps = 100
+  # Global batches made and copied to the devices ahead of the step, by a background thread
+  # (0: each one in the loop's thread, when the step needs it).
+  config.prefetch_batches = 2
+  # JAX's persistent compilation cache: 'default' is xla/ in the hrnet_jax cache folder
+  # ($HRNET_JAX_CACHE or ~/.cache/hrnet_jax), '' leaves it off, or any folder.
+  config.compilation_cache_dir = 'default'
   config.init_from = ''  # converted official weights or an ImageNet-pretrained .pth
   # Evaluations by name (hrnet_jax/evaluators.py): COCOeval of the val split, as the official
   # test of the model kind. Their metrics are '<name>/<metric>'; best_metric picks the

@@ -12,7 +12,7 @@ import os
 import signal
 import threading
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 from absl import logging
 import jax
@@ -25,7 +25,10 @@ import tensorflow as tf
 from hrnet_jax import (checkpoints, config_lib, errors, evaluators, models, optim, sharding, tasks,
                        weights)
 from hrnet_jax.steps import TrainState, create_train_state
-from input_pipeline import coco
+from input_pipeline import coco, datasets
+
+
+_T = TypeVar('_T')
 
 
 class NonFiniteLossError(errors.UserError):
@@ -78,15 +81,42 @@ def initial_variables(config: ml_collections.ConfigDict, variables: dict) -> dic
   return {'params': loaded['params'], 'batch_stats': loaded['batch_stats']}
 
 
-class _Preemption:
-  """Turns SIGTERM into a flag that the loop checks after every step."""
+def wait_for_all(step: int, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+  """``fn(*args, **kwargs)``, a call that waits for every process, made after step ``step``.
 
-  def __init__(self):
+  Every such call of the loop goes through here: metrics fetched from the devices (their
+  steps hold collectives), checkpoint saves, evaluations and the fallback preemption check.
+  The loop makes them only after the first step (compiled), at log, checkpoint and
+  evaluation steps and on preemption; between them it never waits (a test counts them).
+  """
+  del step  # for the record of where the loop waits
+  return fn(*args, **kwargs)
+
+
+class _Preemption:
+  """SIGTERM (a preemption notice) as the step after which every process saves and exits.
+
+  One process: a SIGTERM handler sets a flag, read after every step. Several processes:
+  JAX's preemption service (of ``jax.distributed``) catches SIGTERM in any process and lets
+  the processes agree on a step in the background; ``reached_preemption_sync_point``, asked
+  after every step, reads only local state and never waits. With the service off, each
+  process's flag is gathered at the steps where the processes wait for each other anyway
+  (log, checkpoint and evaluation steps).
+  """
+
+  def __init__(self, start_step: int):
     self.requested = False
     self._previous = None
+    self._service = False
+    if jax.process_count() > 1:
+      try:  # started by jax.distributed unless jax_enable_preemption_service is off
+        self.requested = multihost_utils.reached_preemption_sync_point(start_step)
+        self._service = True
+      except RuntimeError:
+        pass
 
   def __enter__(self):
-    if threading.current_thread() is threading.main_thread():
+    if not self._service and threading.current_thread() is threading.main_thread():
       self._previous = signal.signal(signal.SIGTERM, self._handle)
     return self
 
@@ -98,11 +128,17 @@ class _Preemption:
     if self._previous is not None:
       signal.signal(signal.SIGTERM, self._previous)
 
-  def any_process(self) -> bool:
-    """Whether any process got SIGTERM (all processes must stop at the same step)."""
-    if jax.process_count() == 1:
-      return self.requested
-    flags = multihost_utils.process_allgather(np.array([self.requested]))
+  def notified(self, done: int) -> bool:
+    """Whether every process stops after step ``done``, as far as known without waiting."""
+    if self._service:
+      return self.requested or multihost_utils.reached_preemption_sync_point(done)
+    return self.requested and jax.process_count() == 1
+
+  def agree(self, done: int, preempted: bool) -> bool:
+    """At a step where all processes wait anyway: whether any of them got SIGTERM."""
+    if self._service or jax.process_count() == 1:
+      return preempted
+    flags = wait_for_all(done, multihost_utils.process_allgather, np.array([self.requested]))
     return bool(np.any(flags))
 
 
@@ -121,8 +157,8 @@ def restore_or_initialize(config: ml_collections.ConfigDict, task: tasks.Task,
   """
   model = models.create_model(config.model)
   width, height = task.input_size
-  state = jax.jit(lambda rng: create_train_state(model, tx, rng, (1, height, width, 3)),
-                  out_shardings=replicated)(jax.random.key(config.seed))
+  state = jax.jit(lambda: create_train_state(model, tx, jax.random.key(config.seed),
+                                             (1, height, width, 3)), out_shardings=replicated)()
   rng = jax.jit(lambda: jax.random.PRNGKey(config.seed + 1), out_shardings=replicated)()
   step = manager.latest_step() or 0
   if not step:
@@ -153,24 +189,22 @@ class MetricsBuffer:
   """Metrics of queued steps: fetched from the devices only when asked, checked, logged.
 
   Steps are dispatched without waiting for them; ``fetch`` pulls every pending step's
-  metrics at once, stops the run at the first non-finite loss, and ``log`` prints the loss,
-  learning rate, speed and ETA and writes TensorBoard scalars (process 0).
+  metrics at once (one explicit transfer), stops the run at the first non-finite loss, and
+  ``log`` prints the loss, learning rate, speed and ETA and writes TensorBoard scalars
+  (process 0). The learning rate is the one each step used (a metric of the step).
   """
 
-  def __init__(self, config: ml_collections.ConfigDict, learning_rate: optax.Schedule,
-               total_steps: int, writer, saved_step: int):
-    self.config, self.learning_rate, self.total_steps = config, learning_rate, total_steps
+  def __init__(self, config: ml_collections.ConfigDict, total_steps: int, writer,
+               saved_step: int):
+    self.config, self.total_steps = config, total_steps
     self.writer, self.saved_step = writer, saved_step
     self.pending: list[tuple[int, dict]] = []
-    self.loss, self.parts = float('nan'), {}
-    self.timer_start, self.timer_steps = None, 0
+    self.loss, self.learning_rate, self.parts = float('nan'), float('nan'), {}
+    self.timer_start, self.timer_steps = time.time(), 0
 
   def add(self, step: int, metrics: dict[str, jax.Array]) -> None:
-    """Queues the metrics of ``step``; the first step (it compiles) starts the timer."""
+    """Queues the metrics of ``step`` (0-based) without waiting for them."""
     self.pending.append((step, metrics))
-    if self.timer_start is None:
-      jax.block_until_ready(metrics)
-      self.restart_timer(step + 1)
 
   def restart_timer(self, done: int) -> None:
     """Speed is measured from here (after compiling, and after each evaluation)."""
@@ -178,7 +212,8 @@ class MetricsBuffer:
 
   def fetch(self) -> float:
     """Pulls pending metrics to the host; the last loss. Raises on a non-finite one."""
-    for step, metrics in self.pending:
+    pending, self.pending = jax.device_get(self.pending), []
+    for step, metrics in pending:
       loss = float(metrics['loss'])
       if not (np.isfinite(loss) and bool(metrics['finite'])):
         what = (f'the loss is {loss}' if not np.isfinite(loss) else
@@ -188,10 +223,11 @@ class MetricsBuffer:
             f'(step {self.saved_step}) is kept. Lower config.optim.learning_rate (now '
             f'{self.config.optim.learning_rate}) or check the data of step {step}.')
       self.loss = loss
-    if self.pending:
-      self.parts = {k: float(v) for k, v in self.pending[-1][1].items()
-                    if k not in ('loss', 'finite')}
-    self.pending.clear()
+    if pending:
+      last = pending[-1][1]
+      self.learning_rate = float(last['learning_rate'])
+      self.parts = {k: float(v) for k, v in last.items()
+                    if k not in ('loss', 'finite', 'learning_rate')}
     return self.loss
 
   def log(self, done: int) -> None:
@@ -199,7 +235,7 @@ class MetricsBuffer:
     loss = self.fetch()
     elapsed = time.time() - self.timer_start
     rate = (done - self.timer_steps) / elapsed if elapsed > 0 and done > self.timer_steps else 0.
-    lr = float(self.learning_rate(done - 1))
+    lr = self.learning_rate
     if jax.process_index() != 0:
       return
     batch = self.config.batch_size
@@ -239,7 +275,11 @@ class BestCheckpoint:
 
 def save_checkpoint(manager, step: int, state: TrainState, rng: jax.Array, loss: float,
                     stream: Iterator, batch_size: int) -> None:
-  """Saves the train state at ``step`` with its loss and data position as metadata."""
+  """Saves the train state at ``step`` with its loss and data position as metadata.
+
+  The data position is that of step ``step``, the next one to run: ``step * batch_size``
+  instances, and the images ``stream`` (a ``sharding.Prefetcher``) skipped up to it.
+  """
   checkpoints.save_train_state(manager, step, _checkpoint_tree(state, rng), {
       'step': step, 'loss': loss, 'instances': step * batch_size,
       'skipped_images': getattr(stream, 'skipped', 0), 'time': time.time()})
@@ -250,8 +290,62 @@ def _due(done: int, every: int, total: int) -> bool:
   return every >= 0 and (done == total or (every > 0 and done % every == 0))
 
 
+def _update_fn(step_fn, learning_rate: optax.Schedule):
+  """The task's step with the RNG of the state's step folded in, and the learning rate it used.
+
+  The step number comes from the state on the devices: no host-to-device copy per step.
+  """
+
+  def update(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array):
+    state_after, metrics = step_fn(state, batch, jax.random.fold_in(rng, state.step))
+    return state_after, {**metrics, 'learning_rate': learning_rate(state.step)}
+  return update
+
+
+def _evaluate(done: int, evals: dict, state: TrainState, best: BestCheckpoint, workdir: str,
+              writer) -> None:
+  """Runs the evaluators after step ``done``, writes their metrics, keeps the best variables."""
+  outputs = evaluators.run_all(evals, _variables(state))
+  best.update(done, _variables(state), evaluators.write(outputs, workdir, step=done,
+                                                        writer=writer))
+
+
+COMPILATION_CACHE_DEFAULT = 'default'  # config.compilation_cache_dir: <cache folder>/xla
+
+
+def compilation_cache_folder(config: ml_collections.ConfigDict) -> str:
+  """Where ``config.compilation_cache_dir`` keeps compiled programs ('' : nowhere).
+
+  'default' is ``xla/`` in the hrnet_jax cache folder (``$HRNET_JAX_CACHE`` or
+  ``~/.cache/hrnet_jax``), where the synthetic data sets are made too.
+  """
+  folder = config.get('compilation_cache_dir', COMPILATION_CACHE_DEFAULT)  # older config.json
+  if folder == COMPILATION_CACHE_DEFAULT:
+    return os.path.join(datasets.cache_dir(), 'xla')
+  return os.path.expanduser(folder)
+
+
+def use_compilation_cache(config: ml_collections.ConfigDict) -> str:
+  """Turns on JAX's persistent compilation cache in ``compilation_cache_folder``; the folder.
+
+  Every program is cached, however fast it compiled or small it is (CPU programs too), so
+  a restarted or resumed run, an evaluation or the demo of the same model skips compiling.
+  '' leaves JAX's own setting (no cache unless ``JAX_COMPILATION_CACHE_DIR`` is set). Takes
+  effect for the first program compiled after it; JAX keeps the first folder of a process.
+  """
+  folder = compilation_cache_folder(config)
+  if not folder:
+    return ''
+  jax.config.update('jax_compilation_cache_dir', folder)
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+  jax.config.update('jax_persistent_cache_min_entry_size_bytes', -1)
+  logging.info('compilation cache: %s', folder)
+  return folder
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   """Trains (resuming from the latest checkpoint in ``workdir``) and returns the final state."""
+  use_compilation_cache(config)
   workdir = os.path.abspath(workdir)
   is_main = jax.process_index() == 0
   task = tasks.get_task(config)
@@ -276,38 +370,47 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       config, learning_rate), manager, rep)
 
   # Update step: the task's pure function, jitted over the mesh; old buffers are reused.
-  update = jax.jit(task.train_step(), in_shardings=(rep, data, rep), out_shardings=(rep, rep),
-                   donate_argnums=(0,))
+  update = jax.jit(_update_fn(task.train_step(), learning_rate), in_shardings=(rep, data, rep),
+                   out_shardings=(rep, rep), donate_argnums=(0,))
 
   # Evaluators of config.evals, and the best checkpoint by config.best_metric.
   evals = evaluators.from_config(config, task, mesh) if config.eval_every_steps >= 0 else {}
   best = BestCheckpoint(workdir, config.best_metric)
 
-  # Loop.
+  # Loop. A thread makes the global batches ahead of the step (config.prefetch_batches); the
+  # loop waits for the devices or the other processes only through wait_for_all.
   writer = tf.summary.create_file_writer(workdir) if is_main else None
-  log = MetricsBuffer(config, learning_rate, total_steps, writer, saved_step=start_step)
+  log = MetricsBuffer(config, total_steps, writer, saved_step=start_step)
   stream = train_data.open(start_step, jax.process_index(), jax.process_count())
+  place = lambda local: sharding.global_batch({k: local[k] for k in task.batch_keys}, mesh)
   if is_main:
     print(f'Training {total_steps} steps ({steps_per_epoch} per epoch of {train_data.count} '
           f'{train_data.what}, global batch {config.batch_size} on {jax.device_count()} '
           f'device(s), {jax.process_count()} process(es)); workdir {workdir}', flush=True)
-  with _Preemption() as preemption:
+  with _Preemption(start_step) as preemption, sharding.Prefetcher(
+      stream, place, config.prefetch_batches) as batches:
     for step in range(start_step, total_steps):
-      local = next(stream)
-      batch = sharding.global_batch({k: local[k] for k in task.batch_keys}, mesh)
-      state, metrics = update(state, batch, jax.random.fold_in(rng, step))
+      state, metrics = update(state, next(batches), rng)
       log.add(step, metrics)
       done = step + 1
-      preempted = preemption.any_process()
-      if _due(done, config.log_every_steps, total_steps) or preempted:
-        log.log(done)
-      if _due(done, config.checkpoint_every_steps, total_steps) or preempted:
-        save_checkpoint(manager, done, state, rng, log.fetch(), stream, config.batch_size)
+      if step == start_step:  # compiled: the speed is measured from here
+        wait_for_all(done, jax.block_until_ready, metrics)
+        log.restart_timer(done)
+      preempted = preemption.notified(done)
+      log_now = _due(done, config.log_every_steps, total_steps)
+      save_now = _due(done, config.checkpoint_every_steps, total_steps)
+      eval_now = bool(evals) and _due(done, config.eval_every_steps, total_steps)
+      if log_now or save_now or eval_now:
+        preempted = preemption.agree(done, preempted)
+      if log_now or preempted:
+        wait_for_all(done, log.log, done)
+      if save_now or preempted:
+        loss = wait_for_all(done, log.fetch)
+        wait_for_all(done, save_checkpoint, manager, done, state, rng, loss, batches,
+                     config.batch_size)
         log.saved_step = done
-      if evals and not preempted and _due(done, config.eval_every_steps, total_steps):
-        outputs = evaluators.run_all(evals, _variables(state))
-        best.update(done, _variables(state),
-                    evaluators.write(outputs, workdir, step=done, writer=writer))
+      if eval_now and not preempted:
+        wait_for_all(done, _evaluate, done, evals, state, best, workdir, writer)
         log.restart_timer(done)  # the speed excludes evaluations
       if preempted:
         if is_main:

@@ -30,7 +30,8 @@ import jax
 import numpy as np
 import tensorflow as tf
 
-from hrnet_jax import checkpoints, cli, config_lib, drawing, errors, sharding, tasks
+from hrnet_jax import (checkpoints, cli, config_lib, drawing, errors, sharding, tasks,
+                       train_lib)
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training run folder (config and checkpoints).')
 _CHECKPOINT = flags.DEFINE_string('checkpoint', 'latest', "'latest', 'best' or a step number.")
@@ -136,6 +137,7 @@ def main(argv: list[str]) -> int:
   del argv
   tf.config.set_visible_devices([], 'GPU')
   config = config_lib.load_saved_config(_WORKDIR.value)
+  train_lib.use_compilation_cache(config)
   mesh = sharding.data_mesh()
   variables, step, _ = checkpoints.restore_run_variables(
       _WORKDIR.value, _CHECKPOINT.value, config.model, sharding.replicated(mesh))

@@ -22,7 +22,8 @@ import jax
 from ml_collections import config_flags
 import tensorflow as tf
 
-from hrnet_jax import checkpoints, cli, config_lib, errors, evaluators, sharding, tasks, weights
+from hrnet_jax import (checkpoints, cli, config_lib, errors, evaluators, sharding, tasks,
+                       train_lib, weights)
 
 
 def _flag_value(argv: list[str], name: str) -> str | None:
@@ -68,6 +69,7 @@ def main(argv: list[str]) -> int:
   config, workdir = _CONFIG.value, _WORKDIR.value
   if config is None:
     raise errors.ConfigError('pass --workdir of a training run, or --config=FILE')
+  train_lib.use_compilation_cache(config)
   task = tasks.get_task(config)
   mesh = sharding.data_mesh()
   if _INIT_FROM.value:

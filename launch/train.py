@@ -7,7 +7,8 @@ Data-parallel over all devices, resumable, multi-host ready.
 Re-running the same command resumes from the latest checkpoint in DIR/checkpoints/. SIGTERM
 saves a checkpoint and exits. On a Cloud TPU pod slice or under SLURM / Open MPI the processes
 find each other by themselves; elsewhere pass --coordinator_address, --num_processes and
---process_id to every process.
+--process_id to every process. Compiled programs are cached in ~/.cache/hrnet_jax/xla
+(config.compilation_cache_dir), so a restarted run does not compile them again.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 import json
 import os
+import tempfile
 
 import pytest
 
@@ -13,6 +14,10 @@ REFERENCE = os.path.join(FIXTURES, 'reference_hrnet')
 OFFICIAL_HIGHER = os.path.join(FIXTURES, 'official_higher_hrnet')
 REFERENCE_HIGHER = os.path.join(FIXTURES, 'reference_higher_hrnet')
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Compiled programs and generated data sets of the tests (subprocesses included) go to a
+# folder of this session, not the user's ~/.cache/hrnet_jax.
+os.environ.setdefault('HRNET_JAX_CACHE', tempfile.mkdtemp(prefix='hrnet_jax_tests_'))
 
 
 def random_variables(model_config, seed=0):

@@ -28,6 +28,14 @@ TINY = os.path.join(REPO, 'tests', 'tiny_config.py')
 PARAM_TOL = 1e-6  # the acceptance list's bound for a resumed run against an uninterrupted one
 
 
+@pytest.fixture(scope='module', autouse=True)
+def session_cache(tmp_path_factory):
+  """$HRNET_JAX_CACHE of these runs (compiled programs): this session's, not ~/.cache."""
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setenv('HRNET_JAX_CACHE', str(tmp_path_factory.mktemp('hrnet_jax_cache')))
+    yield
+
+
 def command(workdir, root, *extra):
   return [sys.executable, TRAIN, f'--config={TINY}', f'--workdir={workdir}',
           f'--config.dataset.root={root}', *extra]
