@@ -1,22 +1,42 @@
-r"""Bottom-up inference images/s at 512x512: network, grouping and the whole, per image.
+r"""Bottom-up inference images/s: per-image stages (``--mode=stages``), or the evaluation.
 
 python benchmarks/bottom_up_throughput.py --config=configs/coco_higherhrnet_w32_512.py
 
-Each image goes through what bottom-up evaluation does: the official resize and warp (host),
-the jitted network with flip test and projection to the input size (device), then the
-official grouping and projection to the image (host). The images are synthetic crowds of
-``--people`` people at ``--size`` x ``--size``; the weights are random, so the network's maps
-are not a trained model's. Grouping is therefore also timed on ground-truth maps of the same
-images (Gaussians at the true joints, one tag per person), what a trained model gives.
+``--mode=stages`` (the default) times each image through the one-image path: the official
+resize and warp (host, TF), the jitted network with flip test and projection to the input size
+(device), then the official grouping and projection to the image (host). The images are
+synthetic crowds of ``--people`` people at ``--size`` x ``--size``; the weights are random, so
+the network's maps are not a trained model's. Grouping is therefore also timed on ground-truth
+maps of the same images (Gaussians at the true joints, one tag per person), what a trained model
+gives.
+
+``--mode=eval`` times bottom-up evaluation of a val folder of ``--images`` synthetic crowds in
+COCO's commonest shapes (``VAL_SHAPES``), old and new path in the same run, and checks that
+their COCO results are identical:
+
+- old: one image at a time, read, warped on the host (TF), network on one device, grouped (the
+  evaluation before it ran on every device);
+- new: ``BottomUpVal.predict``, images of one input size batched over all local devices, warp
+  and network there, grouping on the host while the devices run the next batch.
+
+XLA_FLAGS=--xla_force_host_platform_device_count=8 python benchmarks/bottom_up_throughput.py \
+    --mode=eval --config=configs/demo_bottom_up.py --config.test.flip_test=True \
+    --images=64 --repeats=3
+
+Each path runs once to compile every input size, then ``--repeats`` times, alternating; the
+median images/s of each is reported.
 """
 
 from __future__ import annotations
 
 import os
+import statistics
 import sys
+import tempfile
 import time
 
 from absl import app, flags
+import cv2
 import jax
 import numpy as np
 from ml_collections import config_flags
@@ -25,14 +45,18 @@ from ml_collections import config_flags
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or '.') != _HERE]
 
-from hrnet_jax import bottom_up, models, tasks  # noqa: E402
-from input_pipeline import bottom_up_targets, synthetic  # noqa: E402
+from hrnet_jax import bottom_up, models, sharding, tasks  # noqa: E402
+from input_pipeline import bottom_up_targets, coco, synthetic  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/coco_higherhrnet_w32_512.py',
                                           'Bottom-up recipe config.', lock_config=False)
 _SIZE = flags.DEFINE_integer('size', 512, 'Image height and width.')
-_IMAGES = flags.DEFINE_integer('images', 5, 'Timed images after the warm-up image.')
+_IMAGES = flags.DEFINE_integer('images', 5, 'Timed images after a warm-up image (stages); val '
+                                      'images (eval).')
 _PEOPLE = flags.DEFINE_integer('people', 6, 'Most people per synthetic image.')
+_MODE = flags.DEFINE_enum('mode', 'stages', ['stages', 'eval'],
+                          'Per-image stages, or the evaluation by the old and new path.')
+_REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed evaluations of each path (--mode=eval).')
 
 
 def ground_truth_maps(annotations, size, center, scale, sigma):
@@ -48,12 +72,83 @@ def ground_truth_maps(annotations, size, center, scale, sigma):
   return det, tags
 
 
+def old_evaluation(config, variables, source, grouping_inputs_fn):
+  """COCO results of the val split one image at a time, as the evaluation was before."""
+  results = []
+  for path, image_id in zip(source.paths, source.image_ids):
+    image = tasks.read_rgb(path)
+    image = image if config.dataset.color_rgb else image[..., ::-1]
+    x, center, scale = bottom_up.network_input(image, config.dataset.input_size)
+    det, nms_det, tags = grouping_inputs_fn(variables, x[None], x.shape[:2])
+    keypoints, scores = bottom_up.group_people(det, tags, center, scale, config.test, nms_det)
+    cap = config.test.max_num_people
+    results += bottom_up.results_for_image(image_id, keypoints[:cap], scores[:cap])
+  return results
+
+
+# (height, width) of the val images and their shares: COCO's commonest shapes at half size
+# (640x480, 480x640, 640x427), so a few input sizes hold most images, as in COCO val.
+VAL_SHAPES = (((240, 320), 0.55), ((320, 240), 0.25), ((213, 320), 0.2))
+
+
+def write_val_folder(root, count, max_people):
+  """A COCO-format val split of synthetic crowds (JPEG) in ``VAL_SHAPES``; no annotations."""
+  rng = np.random.default_rng(0)
+  os.makedirs(os.path.join(root, 'val'))
+  entries = []
+  for i in range(count):
+    height, width = VAL_SHAPES[rng.choice(len(VAL_SHAPES), p=[p for _, p in VAL_SHAPES])][0]
+    image, _ = synthetic.make_image(rng, i, (192, 320), max_people)
+    name = f'{i + 1:012d}.jpg'
+    cv2.imwrite(os.path.join(root, 'val', name), cv2.resize(image, (width, height)))
+    entries.append({'id': i + 1, 'file_name': name, 'height': height, 'width': width})
+  coco.write_json(coco.annotation_path(root, 'val'),
+                  {'images': entries, 'annotations': [], 'categories': synthetic.categories()})
+
+
+def compare_evaluations(config, variables):
+  """Old and new bottom-up evaluation of a synthetic val folder: images/s and equality."""
+  if tuple(config.test.scale_factors) != (1.0,):
+    raise app.UsageError('--mode=eval times the single-scale test (the old path of this script)')
+  with tempfile.TemporaryDirectory() as root:
+    write_val_folder(root, _IMAGES.value, _PEOPLE.value)
+    config.dataset.source, config.dataset.root, config.dataset.val_split = 'folder', root, 'val'
+    source = tasks.get_task(config).val_source(sharding.data_mesh())
+    grouping_inputs_fn = bottom_up.make_grouping_inputs_fn(config)
+    variables = jax.device_put(variables, jax.devices()[0])
+    paths = {'old': lambda: old_evaluation(config, variables, source, grouping_inputs_fn),
+             'new': lambda: source.predict(variables).results}
+    rates, results = {'old': [], 'new': []}, {}
+    for repeat in range(_REPEATS.value + 1):  # the first pass compiles and is not kept
+      for name, run in paths.items():
+        start = time.perf_counter()
+        results[name] = run()
+        if repeat:
+          rates[name].append(_IMAGES.value / (time.perf_counter() - start))
+    shapes = [tuple(i[k] for k in ('height', 'width'))
+              for i in coco.read_json(source.annotation_file)['images']]
+  sizes = {bottom_up.input_plan(*shape, config).key for shape in shapes}
+  print(f'{jax.devices()[0].platform} backend, {jax.device_count()} device(s); '
+        f'{config.model.name} W{config.model.width}, input {config.dataset.input_size}, '
+        f'flip test {config.test.flip_test}; {_IMAGES.value} images of {len(sizes)} input sizes, '
+        f'{len(results["new"])} people')
+  for name, values in rates.items():
+    print(f'{name}: median {statistics.median(values):7.2f} images/s  (runs: ' +
+          ', '.join(f'{v:.2f}' for v in values) + ')')
+  print(f'speed-up {statistics.median(rates["new"]) / statistics.median(rates["old"]):.2f}x; '
+        f'COCO results identical: {results["new"] == results["old"]}')
+
+
 def main(argv):
   del argv
   config = _CONFIG.value
   if not isinstance(tasks.get_task(config), tasks.BottomUpTask):
     raise app.UsageError(f'{_CONFIG.value.model.name} is not a bottom-up model')
   model = models.create_model(config.model)
+  if _MODE.value == 'eval':
+    variables = jax.jit(model.init)(jax.random.key(0), np.zeros((1, 64, 64, 3), np.float32))
+    compare_evaluations(config, variables)
+    return
   input_size = config.dataset.input_size
   variables = jax.jit(model.init)(jax.random.key(0), np.zeros((1, 64, 64, 3), np.float32))
   grouping_inputs_fn = bottom_up.make_grouping_inputs_fn(config)

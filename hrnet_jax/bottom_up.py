@@ -12,18 +12,26 @@ For one image at scale ``s`` (the official ``test.py`` with PROJECT2IMAGE):
 3. over several scales, heatmaps are averaged and only scale 1 gives tags, as officially;
 4. ``grouping.parse`` groups joints into people, their coordinates go back to the image
    through the inverse of the warp, and a person's score is its mean joint score.
+
+``input_plan`` and ``make_batch_fn`` run steps 1 to 3 for a batch of images whose inputs have
+the same sizes, each device of a mesh on its own images: the warp (``hrnet_jax.warp``, equal bit
+for bit to the host's TF warp), the network, flip test, projection and the max-pool NMS of the
+grouping. ``network_input``, ``make_maps_fn``, ``make_grouping_inputs_fn`` and ``image_maps`` are
+the one-image path on the host's warp, the reference the batched one is tested against.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from jax.sharding import PartitionSpec as P
 
-from hrnet_jax import decode, errors, grouping, models
+from hrnet_jax import decode, errors, grouping, models, sharding, warp
 from hrnet_jax import keypoints as kp
 from hrnet_jax.evaluation import PERSON_CATEGORY
 from input_pipeline import transforms
@@ -32,6 +40,8 @@ from input_pipeline import transforms
 SIZE_MULTIPLE = 64
 
 MapsFn = Callable[[Any, np.ndarray, tuple[int, int]], tuple[jax.Array, jax.Array]]
+# (variables, images, sizes, coordinates, key) -> det, nms_det, tags; see make_batch_fn.
+BatchFn = Callable[..., tuple[jax.Array, jax.Array, jax.Array]]
 
 
 def multi_scale_size(height: int, width: int, input_size: int, current_scale: float = 1.0,
@@ -107,6 +117,15 @@ def _maps(config: ml_collections.ConfigDict) -> MapsFn:
   return maps
 
 
+def _heatmap_nms(det: jax.Array, kernel: int) -> jax.Array:
+  """``grouping.heatmap_nms`` of (..., H, W) maps on the device (equal bit for bit)."""
+  pad = (kernel - 1) // 2
+  window = (1,) * (det.ndim - 2) + (kernel, kernel)
+  pooled = jax.lax.reduce_window(det, -jnp.inf, jax.lax.max, window, (1,) * det.ndim,
+                                 ((0, 0),) * (det.ndim - 2) + ((pad, pad), (pad, pad)))
+  return det * (pooled == det)
+
+
 def make_grouping_inputs_fn(config: ml_collections.ConfigDict) -> Callable:
   """A jitted (variables, images (1, h, w, 3), (H, W)) -> what ``grouping.parse_joint_major``
   takes: det (K, H, W), its max-pool NMS, tags (K, H, W, L); the transposes and the NMS run on
@@ -117,12 +136,85 @@ def make_grouping_inputs_fn(config: ml_collections.ConfigDict) -> Callable:
   def grouping_inputs(variables, images, size):
     heatmaps, tags = maps(variables, images, size)
     det = jnp.transpose(heatmaps[0], (2, 0, 1))
-    pad = (kernel - 1) // 2
-    pooled = jax.lax.reduce_window(det, -jnp.inf, jax.lax.max, (1, kernel, kernel), (1, 1, 1),
-                                   ((0, 0), (pad, pad), (pad, pad)))
-    return det, det * (pooled == det), jnp.transpose(tags[0], (2, 0, 1, 3))
+    return det, _heatmap_nms(det, kernel), jnp.transpose(tags[0], (2, 0, 1, 3))
 
   return jax.jit(grouping_inputs, static_argnums=2)
+
+
+def scale_factors(config: ml_collections.ConfigDict) -> tuple[float, ...]:
+  """``test.scale_factors``, largest first (the order heatmaps are summed in); 1.0 required."""
+  scales = tuple(config.test.scale_factors)
+  if 1.0 not in scales:
+    raise errors.ConfigError(f'config.test.scale_factors must contain 1.0 (the tags come from '
+                             f'scale 1, as officially); got {scales}')
+  return tuple(sorted(scales, reverse=True))
+
+
+@dataclasses.dataclass(frozen=True)
+class InputPlan:
+  """How one image goes through the network: its inputs over the test scales, on the host."""
+  sizes: tuple[tuple[int, int], ...]  # network input (w, h) of each test scale, largest first
+  projection: tuple[int, int]  # (w, h) the maps are projected to: the input at scale 1
+  center: np.ndarray  # with ``scale``: projected pixels -> image pixels
+  scale: np.ndarray
+  coordinates: tuple[tuple[np.ndarray, np.ndarray], ...]  # per scale, warp.sample_coordinates
+
+  @property
+  def key(self) -> tuple:
+    """Images with equal keys go through the network together (one compilation)."""
+    return self.sizes, self.projection
+
+
+def input_plan(height: int, width: int, config: ml_collections.ConfigDict) -> InputPlan:
+  """The official inputs of an image of ``height`` x ``width`` at every test scale."""
+  scales = scale_factors(config)
+  input_size, min_scale = config.dataset.input_size, min(scales)
+  projection, center, scale = multi_scale_size(height, width, input_size, 1.0, min_scale)
+  sizes, coordinates = [], []
+  for s in scales:
+    size, c, s_scale = multi_scale_size(height, width, input_size, s, min_scale)
+    xs, ys = warp.sample_coordinates(warp.affine_matrices(c, s_scale, size), size)
+    sizes.append(size)
+    coordinates.append((xs[0], ys[0]))
+  return InputPlan(tuple(sizes), projection, center, scale, tuple(coordinates))
+
+
+def make_batch_fn(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> BatchFn:
+  """A jitted (variables, images, sizes, coordinates, key) -> det, nms_det, tags of a batch.
+
+  images (N, H, W, 3) uint8 zero-padded with their (N, 2) (height, width) ``sizes``;
+  ``coordinates`` per scale (xs (N, w), ys (N, h)) and the static ``key`` of their
+  ``InputPlan`` (equal for the whole batch). N splits over the mesh's data axis; each device
+  warps its images, runs the network with flip test and projection over the test scales, then
+  the NMS: det and nms_det (N, K, H, W) and tags (N, K, H, W, L), ``grouping.parse_joint_major``'s
+  layout. Each device runs the one-image path's computation on its images (equal bit for bit
+  on CPU devices: tests/test_eval_devices.py).
+  """
+  maps = _maps(config)
+  scales = scale_factors(config)
+  kernel = config.test.nms_kernel
+  batch = P(sharding.DATA_AXIS)
+
+  def per_device(key, variables, images, sizes, coordinates):
+    _, (proj_w, proj_h) = key
+    total, tags = None, None
+    for s, (xs, ys) in zip(scales, coordinates):
+      x = warp.normalize(warp.warp(images, sizes, xs, ys))
+      heatmaps, scale_tags = maps(variables, x, (proj_h, proj_w))
+      total = heatmaps if total is None else total + heatmaps
+      if s == 1.0:
+        tags = scale_tags
+    if len(scales) > 1:
+      total = total / len(scales)
+    det = jnp.transpose(total, (0, 3, 1, 2))
+    return det, _heatmap_nms(det, kernel), jnp.transpose(tags, (0, 3, 1, 2, 4))
+
+  def batch_fn(variables, images, sizes, coordinates, key):
+    return jax.shard_map(lambda *args: per_device(key, *args), mesh=mesh,
+                         in_specs=(P(), batch, batch, batch), out_specs=batch)(
+                             variables, images, sizes, coordinates)
+
+  return jax.jit(batch_fn, static_argnums=4)
 
 
 def image_maps(config: ml_collections.ConfigDict, variables: Any, image_rgb: np.ndarray,
@@ -131,15 +223,12 @@ def image_maps(config: ml_collections.ConfigDict, variables: Any, image_rgb: np.
 
   Returns them with the center and scale that map their pixels back to the image.
   """
-  d, test = config.dataset, config.test
-  scales = tuple(test.scale_factors)
-  if 1.0 not in scales:
-    raise errors.ConfigError(f'config.test.scale_factors must contain 1.0 (the tags come from '
-                             f'scale 1, as officially); got {scales}')
+  d = config.dataset
+  scales = scale_factors(config)
   min_scale = min(scales)
   (w, h), center, scale = multi_scale_size(*image_rgb.shape[:2], d.input_size, 1.0, min_scale)
   total, tags = 0.0, None
-  for s in sorted(scales, reverse=True):
+  for s in scales:
     image, _, _ = network_input(image_rgb, d.input_size, s, min_scale)
     heatmaps, scale_tags = maps_fn(variables, image[None], (h, w))
     total = total + heatmaps[0]

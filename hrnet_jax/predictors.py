@@ -1,11 +1,13 @@
 """Predictors: the people of whole images, in image pixels, for both model kinds.
 
 One interface: ``predictor(images, boxes=None) -> list[People]``, images RGB uint8 (H, W, 3).
-A top-down predictor crops each box (the eval pipeline's warp), runs the network, flip test
-and decoding as one jitted step over the mesh in fixed-size batches (one compilation), and
-rescores each person as the official test. A bottom-up predictor runs the official
-HigherHRNet test on each whole image; its inputs are sized to multiples of 64, a bounded set
-of shapes. Evaluation, ``launch/demo.py`` and user code call the same predictors.
+A top-down predictor crops each box on a device (the eval pipeline's warp, ``hrnet_jax.warp``),
+runs the network, flip test and decoding as one jitted step over the devices in fixed-size
+batches (one compilation), and rescores each person as the official test. A bottom-up predictor
+runs the official HigherHRNet test on whole images: images whose inputs have the same size go
+through the warp, network, flip test, projection and NMS together, split over the devices (the
+sizes are multiples of 64, a bounded set of shapes), and are grouped into people on the host.
+Evaluation, ``launch/demo.py`` and user code call the same predictors.
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from hrnet_jax import bottom_up, decode, errors, evaluation, models, sharding
+from hrnet_jax import bottom_up, decode, errors, evaluation, models, sharding, warp
 from hrnet_jax import keypoints as kp
-from input_pipeline import coco, transforms
+from input_pipeline import coco
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,9 +65,15 @@ class Predictor(abc.ABC):
     self.variables = variables
 
   def model_input(self, image_rgb: np.ndarray) -> np.ndarray:
-    """The image in the channel order the model was trained on (``dataset.color_rgb``)."""
+    """The uint8 image in the channel order the model was trained on (``dataset.color_rgb``)."""
     if image_rgb.ndim != 3 or image_rgb.shape[2] != 3:
       raise errors.UserError(f'expected an RGB image of shape (H, W, 3); got {image_rgb.shape}')
+    if image_rgb.dtype != np.uint8:
+      if not (np.all(image_rgb == np.round(image_rgb)) and image_rgb.min(initial=0) >= 0 and
+              image_rgb.max(initial=0) <= 255):
+        raise errors.UserError(f'expected an RGB image of whole grey levels 0..255 (uint8); '
+                               f'got {image_rgb.dtype} values')
+      image_rgb = image_rgb.astype(np.uint8)
     return image_rgb if self.config.dataset.color_rgb else image_rgb[..., ::-1]
 
   @abc.abstractmethod
@@ -116,19 +124,60 @@ def _as_int32(ids: np.ndarray) -> np.ndarray:
   return ids.astype(np.int32)
 
 
+def local_mesh(mesh: jax.sharding.Mesh) -> jax.sharding.Mesh:
+  """The devices of ``mesh`` that this process drives, as a data mesh (``mesh`` on one process).
+
+  Prediction of a process's own images runs there, with no collective across processes.
+  """
+  local = [d for d in mesh.devices.flat if d.process_index == jax.process_index()]
+  if len(local) == mesh.devices.size:
+    return mesh
+  return jax.sharding.Mesh(np.asarray(local), (sharding.DATA_AXIS,))
+
+
+def replicated_on(variables: Any, mesh: jax.sharding.Mesh) -> Any:
+  """``variables`` on every device of the process-local ``mesh`` (from host arrays or from
+  arrays replicated over a bigger mesh)."""
+  def put(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      x = x.addressable_data(0)
+    return jax.device_put(x, sharding.replicated(mesh))
+  return jax.tree.map(put, variables)
+
+
+@jax.jit
+def _warp_crops(images: jax.Array, sizes: jax.Array, index: jax.Array, xs: jax.Array,
+                ys: jax.Array) -> jax.Array:
+  """Normalised crops (N, h, w, 3): crop n samples ``images[index[n]]`` at xs[n], ys[n]."""
+  return warp.normalize(warp.warp(images, sizes, xs, ys, index))
+
+
 class TopDownPredictor(Predictor):
-  """HRNet on person boxes: crops in fixed-size jitted batches over the mesh."""
+  """HRNet on person boxes: crops in fixed-size jitted batches over the mesh.
+
+  Called on images, it warps the crops of all boxes on a device (``hrnet_jax.warp``, as the
+  eval pipeline's warp), ``batch_size`` at a time, and sends each batch over this process's
+  devices; ``crop_keypoints`` takes the eval pipeline's crops over the whole mesh.
+  """
   takes_boxes = True
 
   def __init__(self, config: ml_collections.ConfigDict, variables: Any,
                mesh: jax.sharding.Mesh | None = None):
-    super().__init__(config, variables)
     self.mesh = mesh or sharding.data_mesh()
+    self.local_mesh = local_mesh(self.mesh)
+    super().__init__(config, variables)
     self.batch_size = config.test.batch_size
     sharding.check_batch_size(self.batch_size)
     self._predict = make_crop_predict_fn(config, self.mesh)
+    self._local_predict = (self._predict if self.local_mesh is self.mesh
+                           else make_crop_predict_fn(config, self.local_mesh))
     width, height = config.dataset.image_size
     self.aspect_ratio = width / height
+
+  def set_variables(self, variables: Any) -> None:
+    """Predicts with ``variables`` ({'params', 'batch_stats'}) from now on."""
+    self.variables = variables
+    self._local_variables = None  # placed on this process's devices when first called
 
   def crop_keypoints(self, local_batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Image-pixel keypoints (n, K, 3: x, y, maxval) of this process's share of a crop batch.
@@ -154,41 +203,60 @@ class TopDownPredictor(Predictor):
                                      self.config.dataset.heatmap_size)
     return np.concatenate([xy, out['maxvals'][..., None].astype(np.float64)], axis=-1)
 
-  def crops(self, image: np.ndarray, boxes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Normalised network inputs of each box (x, y, w, h), with their centers and scales."""
+  def _centers_scales(self, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """float32 (M, 2) centers and scales of (M, 4) boxes (x, y, w, h), as the eval pipeline."""
+    pairs = [coco.box_to_center_scale(box, self.aspect_ratio, self.config.dataset.box_padding)
+             for box in boxes]
+    return (np.array([c for c, _ in pairs], np.float32).reshape(-1, 2),
+            np.array([s for _, s in pairs], np.float32).reshape(-1, 2))
+
+  def _crop_inputs(self, images: Sequence[np.ndarray], centers: np.ndarray,
+                   scales: np.ndarray) -> tuple[jax.Array, np.ndarray, np.ndarray, np.ndarray]:
+    """The images stacked on a device (their count padded to a power of two, sides to
+    ``warp.PAD_MULTIPLE``) with their sizes, and where each crop samples them (xs, ys)."""
+    count = 1 << (len(images) - 1).bit_length()
+    stack, sizes = warp.pad_images(images, count)
     size = self.config.dataset.image_size
-    images, centers, scales = [], [], []
-    for box in boxes:
-      center, scale = coco.box_to_center_scale(box, self.aspect_ratio,
-                                               self.config.dataset.box_padding)
-      matrix = transforms.affine_matrix(center, scale, 0.0, size)
-      images.append(transforms.normalize(transforms.warp_image(image, matrix, size)).numpy())
-      centers.append(center)
-      scales.append(scale)
-    w, h = size
-    return (np.stack(images) if images else np.zeros((0, h, w, 3), np.float32),
-            np.array(centers, np.float32).reshape(-1, 2),
-            np.array(scales, np.float32).reshape(-1, 2))
+    xs, ys = warp.sample_coordinates(warp.affine_matrices(centers, scales, size), size)
+    return jax.device_put(stack, self.local_mesh.devices.flat[0]), sizes, xs, ys
 
-  def _keypoints(self, images: np.ndarray, centers: np.ndarray,
-                 scales: np.ndarray) -> np.ndarray:
-    """(M, K, 3) image x, y and maxval of M crops, in padded batches of ``batch_size``."""
+  def crops(self, image: np.ndarray, boxes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Normalised network inputs of each box (x, y, w, h) of a uint8 image, with their centers
+    and scales (float32): the eval pipeline's crops, warped on a device."""
+    centers, scales = self._centers_scales(np.asarray(boxes, np.float64).reshape(-1, 4))
+    if not len(centers):
+      w, h = self.config.dataset.image_size
+      return np.zeros((0, h, w, 3), np.float32), centers, scales
+    stack, sizes, xs, ys = self._crop_inputs([image], centers, scales)
+    crops = _warp_crops(stack, sizes, np.zeros(len(centers), np.int32), xs, ys)
+    return np.asarray(crops), centers, scales
+
+  def _keypoints(self, images: Sequence[np.ndarray], image_boxes: Sequence[np.ndarray]
+                 ) -> np.ndarray:
+    """(M, K, 3) image x, y and maxval of every box of every image, in batches of
+    ``batch_size``: each batch is warped on a device, then split over the local devices."""
+    boxes = np.concatenate(image_boxes) if image_boxes else np.zeros((0, 4))
+    if not len(boxes):
+      return np.zeros((0, self.config.model.num_joints, 3))
+    index = np.repeat(np.arange(len(images), dtype=np.int32), [len(b) for b in image_boxes])
+    centers, scales = self._centers_scales(boxes)
+    stack, sizes, xs, ys = self._crop_inputs(images, centers, scales)
+    if self._local_variables is None:
+      self._local_variables = replicated_on(self.variables, self.local_mesh)
     out = []
-    for start in range(0, len(images), self.batch_size):
-      n = min(self.batch_size, len(images) - start)
-      pad = self.batch_size - n
-
-      def padded(x):
-        x = x[start:start + n]
-        return np.concatenate([x, np.repeat(x[:1], pad, axis=0)]) if pad else x
-
-      batch = {'image': padded(images), 'center': padded(centers), 'scale': padded(scales),
+    for start in range(0, len(boxes), self.batch_size):
+      n = min(self.batch_size, len(boxes) - start)
+      rows = np.full(self.batch_size, start)  # padding repeats the batch's first crop
+      rows[:n] = np.arange(start, start + n)
+      batch = {'image': _warp_crops(stack, sizes, index[rows], xs[rows], ys[rows]),
+               'center': centers[rows], 'scale': scales[rows],
                'score': np.ones(self.batch_size, np.float32),
                'image_id': np.zeros(self.batch_size, np.int32),
                'mask': np.ones(self.batch_size, np.float32)}
-      result = self._predict(self.variables, sharding.global_batch(batch, self.mesh))
+      batch = jax.device_put(batch, sharding.batch_sharded(self.local_mesh))
+      result = self._local_predict(self._local_variables, batch)
       out.append(self._image_keypoints({k: np.asarray(v)[:n] for k, v in result.items()}))
-    return np.concatenate(out) if out else np.zeros((0, self.config.model.num_joints, 3))
+    return np.concatenate(out)
 
   def __call__(self, images: Sequence[np.ndarray],
                boxes: Sequence[Any] | None = None,
@@ -203,7 +271,7 @@ class TopDownPredictor(Predictor):
       boxes = [None] * len(images)
     if len(boxes) != len(images):
       raise errors.UserError(f'got {len(boxes)} box lists for {len(images)} images')
-    crops, centers, scales, image_boxes, image_scores = [], [], [], [], []
+    arrays, image_boxes, image_scores = [], [], []
     for i, (image, listed) in enumerate(zip(images, boxes)):
       image = self.model_input(np.asarray(image))
       listed = (np.array([[0.0, 0.0, image.shape[1], image.shape[0]]]) if listed is None
@@ -212,12 +280,8 @@ class TopDownPredictor(Predictor):
       image_scores.append(np.ones(len(listed)) if given is None
                           else np.asarray(given, np.float64).reshape(-1))
       image_boxes.append(listed)
-      x, c, s = self.crops(image, listed)
-      crops.append(x)
-      centers.append(c)
-      scales.append(s)
-    keypoints = self._keypoints(np.concatenate(crops), np.concatenate(centers),
-                                np.concatenate(scales))
+      arrays.append(image)
+    keypoints = self._keypoints(arrays, image_boxes)
     people, first = [], 0
     for listed, scores in zip(image_boxes, image_scores):
       found = keypoints[first:first + len(listed)]
@@ -230,36 +294,107 @@ class TopDownPredictor(Predictor):
 
 
 class BottomUpPredictor(Predictor):
-  """HigherHRNet on whole images: network on one device, grouping on the host."""
+  """HigherHRNet on whole images: same-size inputs batched over this process's devices.
+
+  Images whose official inputs have the same sizes (``bottom_up.InputPlan.key``) go through
+  ``bottom_up.make_batch_fn`` together, ``images_per_device`` per local device in each call (the
+  last call of a size padded to a multiple of the device count): the warp, network, flip test,
+  projection and NMS run on the devices; grouping runs on the host, one image at a time, while
+  the devices compute the next batch.
+  """
   takes_boxes = False
 
   def __init__(self, config: ml_collections.ConfigDict, variables: Any,
-               mesh: jax.sharding.Mesh | None = None):
-    del mesh  # one image at a time, on one local device
+               mesh: jax.sharding.Mesh | None = None, images_per_device: int = 1):
+    self.mesh = local_mesh(mesh or sharding.data_mesh())
+    self.images_per_call = images_per_device * self.mesh.devices.size
     super().__init__(config, variables)
-    self.single_scale = tuple(config.test.scale_factors) == (1.0,)
-    if self.single_scale:
-      self.grouping_inputs_fn = bottom_up.make_grouping_inputs_fn(config)
-    else:
-      self.maps_fn = bottom_up.make_maps_fn(config)
+    self._batch_fn = bottom_up.make_batch_fn(config, self.mesh)
 
   def set_variables(self, variables: Any) -> None:
-    """Uses ``variables`` from now on, copied to one local device if replicated over many."""
-    self.variables = jax.tree.map(
-        lambda x: x.addressable_data(0) if isinstance(x, jax.Array) else x, variables)
+    """Uses ``variables`` from now on, replicated on this process's devices."""
+    self.variables = replicated_on(variables, self.mesh)
 
   def people(self, image_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(P, K, 3) image x, y, score of every person found in one image, and (P,) scores."""
-    image = self.model_input(np.asarray(image_rgb))
-    test = self.config.test
-    if self.single_scale:
-      x, center, scale = bottom_up.network_input(image, self.config.dataset.input_size)
-      det, nms_det, tags = self.grouping_inputs_fn(self.variables, x[None], x.shape[:2])
-      return bottom_up.group_people(det, tags, center, scale, test, nms_det)
-    det, tags, center, scale = bottom_up.image_maps(self.config, self.variables, image,
-                                                    self.maps_fn)
-    return bottom_up.group_people(det.transpose(2, 0, 1), tags.transpose(2, 0, 1, 3), center,
-                                  scale, test)
+    return self.predict_images([image_rgb])[0]
+
+  def predict_images(self, images: Sequence[np.ndarray | Callable[[], np.ndarray]],
+                     shapes: Sequence[tuple[int, int] | None] | None = None
+                     ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(keypoints (P, K, 3), scores (P,)) of every image, as ``people`` of each.
+
+    An image is an RGB array or a function that reads it; with its (height, width) in
+    ``shapes`` it is read only when its batch is due (an image whose real shape differs is
+    predicted alone). Images are grouped by input sizes; the results keep their order.
+    """
+    shapes = list(shapes) if shapes is not None else [None] * len(images)
+    loaded = {}
+    for i, image in enumerate(images):
+      if shapes[i] is None:
+        loaded[i] = self._read(image)
+        shapes[i] = loaded[i].shape[:2]
+    plans = [bottom_up.input_plan(*shape, self.config) for shape in shapes]
+    groups = {}
+    for i, plan in enumerate(plans):
+      groups.setdefault(plan.key, []).append(i)
+    results = [None] * len(images)
+    pending = None
+    for key, members in groups.items():
+      pad_shape = warp.padded_shape([shapes[i] for i in members])  # one compile per group
+      for start in range(0, len(members), self.images_per_call):
+        chunk, arrays = [], []
+        for i in members[start:start + self.images_per_call]:
+          array = loaded.pop(i, None)
+          array = self._read(images[i]) if array is None else array
+          if array.shape[:2] != tuple(shapes[i]):  # the listed shape was wrong
+            results[i] = self._predict_alone(array)
+            continue
+          chunk.append(i)
+          arrays.append(array)
+        if not chunk:
+          continue
+        running = (chunk, [plans[i] for i in chunk],
+                   self._dispatch(arrays, [plans[i] for i in chunk], key, pad_shape))
+        if pending is not None:
+          self._group(*pending, results)  # on the host, while the devices run ``running``
+        pending = running
+    if pending is not None:
+      self._group(*pending, results)
+    return results
+
+  def _read(self, image) -> np.ndarray:
+    """The model input of an image or of what a reading function returns."""
+    return self.model_input(np.asarray(image() if callable(image) else image))
+
+  def _predict_alone(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The people of one image in a batch of its own (padded to the device count)."""
+    plan = bottom_up.input_plan(*image.shape[:2], self.config)
+    results = [None]
+    self._group([0], [plan], self._dispatch([image], [plan], plan.key,
+                                            warp.padded_shape([image.shape])), results)
+    return results[0]
+
+  def _dispatch(self, arrays: list[np.ndarray], plans: list[bottom_up.InputPlan], key,
+                pad_shape: tuple[int, int]) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Starts the device part of a batch; rows past ``arrays`` repeat the first image."""
+    devices = self.mesh.devices.size
+    count = -(-len(arrays) // devices) * devices
+    rows = list(range(len(arrays))) + [0] * (count - len(arrays))
+    images, sizes = warp.pad_images([arrays[r] for r in rows], shape=pad_shape)
+    coordinates = tuple((np.stack([plans[r].coordinates[k][0] for r in rows]),
+                         np.stack([plans[r].coordinates[k][1] for r in rows]))
+                        for k in range(len(key[0])))
+    placed = jax.device_put((images, sizes, coordinates), sharding.batch_sharded(self.mesh))
+    return self._batch_fn(self.variables, *placed, key)
+
+  def _group(self, chunk: list[int], plans: list[bottom_up.InputPlan], outputs,
+             results: list) -> None:
+    """The official grouping of each image of a finished batch, into ``results``."""
+    det, nms_det, tags = (np.asarray(x) for x in outputs)
+    for row, (i, plan) in enumerate(zip(chunk, plans)):
+      results[i] = bottom_up.group_people(det[row], tags[row], plan.center, plan.scale,
+                                          self.config.test, nms_det[row])
 
   def __call__(self, images: Sequence[np.ndarray],
                boxes: Sequence[Any] | None = None,
@@ -270,8 +405,7 @@ class BottomUpPredictor(Predictor):
                              'pass no boxes')
     del box_scores
     people = []
-    for image in images:
-      found, scores = self.people(image)
+    for found, scores in self.predict_images(list(images)):
       people.append(People(keypoints=found[..., :2], joint_scores=found[..., 2],
                            scores=scores, boxes=keypoint_boxes(found[..., :2], found[..., 2])))
     return people
