@@ -2,6 +2,10 @@
 
 Module names mirror the official state_dict: a Flax path segment ``name_3`` is the official
 ``name.3`` (see ``hrnet_jax.weights``), so every official tensor has exactly one home here.
+
+``fast`` selects the CPU training path of ``hrnet_jax.fast_conv`` (a fusion-safe ReLU and a
+matrix-product 1x1 weight gradient); the models set it from ``config.model.fast_path``. It
+changes neither the parameters nor, beyond float32 rounding, the results.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
+
+from hrnet_jax import fast_conv
 
 Dtype = Any
 
@@ -22,12 +28,18 @@ BN_EPSILON = 1e-5  # torch's default.
 
 
 def conv(features: int, kernel: int, stride: int = 1, *, dtype: Dtype, name: str,
-         use_bias: bool = False) -> nn.Conv:
+         use_bias: bool = False, fast: bool = False) -> nn.Conv:
   """A torch-style convolution: symmetric padding kernel // 2, float32 parameters."""
   pad = kernel // 2
   return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
                  padding=((pad, pad), (pad, pad)), use_bias=use_bias, dtype=dtype,
-                 param_dtype=jnp.float32, kernel_init=conv_init, name=name)
+                 param_dtype=jnp.float32, kernel_init=conv_init, name=name,
+                 conv_general_dilated=fast_conv.conv_general_dilated if fast else None)
+
+
+def relu(x: jnp.ndarray, fast: bool = False) -> jnp.ndarray:
+  """``nn.relu``, or on the fast path the same values as a select XLA:CPU computes once."""
+  return fast_conv.relu(x) if fast else nn.relu(x)
 
 
 def batch_norm(train: bool, *, dtype: Dtype, name: str) -> nn.BatchNorm:
@@ -37,14 +49,15 @@ def batch_norm(train: bool, *, dtype: Dtype, name: str) -> nn.BatchNorm:
                       param_dtype=jnp.float32, name=name)
 
 
-def shortcut(x: jnp.ndarray, features: int, stride: int, train: bool, dtype: Dtype) -> jnp.ndarray:
+def shortcut(x: jnp.ndarray, features: int, stride: int, train: bool, dtype: Dtype,
+             fast: bool = False) -> jnp.ndarray:
   """Identity, or the official ``downsample`` (1x1 conv + BN) when the shape changes.
 
   Called from a block's compact method, so ``downsample_0``/``downsample_1`` are its children.
   """
   if stride == 1 and x.shape[-1] == features:
     return x
-  x = conv(features, 1, stride, dtype=dtype, name='downsample_0')(x)
+  x = conv(features, 1, stride, dtype=dtype, name='downsample_0', fast=fast)(x)
   return batch_norm(train, dtype=dtype, name='downsample_1')(x)
 
 
@@ -53,15 +66,18 @@ class BasicBlock(nn.Module):
   planes: int
   stride: int = 1
   dtype: Dtype = jnp.float32
+  fast: bool = False
   expansion = 1
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     bn = functools.partial(batch_norm, train, dtype=self.dtype)
-    y = conv(self.planes, 3, self.stride, dtype=self.dtype, name='conv1')(x)
-    y = nn.relu(bn(name='bn1')(y))
-    y = bn(name='bn2')(conv(self.planes, 3, dtype=self.dtype, name='conv2')(y))
-    return nn.relu(y + shortcut(x, self.planes * self.expansion, self.stride, train, self.dtype))
+    cv = functools.partial(conv, dtype=self.dtype, fast=self.fast)
+    y = cv(self.planes, 3, self.stride, name='conv1')(x)
+    y = relu(bn(name='bn1')(y), self.fast)
+    y = bn(name='bn2')(cv(self.planes, 3, name='conv2')(y))
+    residual = shortcut(x, self.planes * self.expansion, self.stride, train, self.dtype, self.fast)
+    return relu(y + residual, self.fast)
 
 
 class Bottleneck(nn.Module):
@@ -69,16 +85,18 @@ class Bottleneck(nn.Module):
   planes: int
   stride: int = 1
   dtype: Dtype = jnp.float32
+  fast: bool = False
   expansion = 4
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     bn = functools.partial(batch_norm, train, dtype=self.dtype)
-    y = nn.relu(bn(name='bn1')(conv(self.planes, 1, dtype=self.dtype, name='conv1')(x)))
-    y = conv(self.planes, 3, self.stride, dtype=self.dtype, name='conv2')(y)
-    y = nn.relu(bn(name='bn2')(y))
-    y = bn(name='bn3')(conv(self.planes * self.expansion, 1, dtype=self.dtype, name='conv3')(y))
-    return nn.relu(y + shortcut(x, self.planes * self.expansion, self.stride, train, self.dtype))
+    cv = functools.partial(conv, dtype=self.dtype, fast=self.fast)
+    y = relu(bn(name='bn1')(cv(self.planes, 1, name='conv1')(x)), self.fast)
+    y = relu(bn(name='bn2')(cv(self.planes, 3, self.stride, name='conv2')(y)), self.fast)
+    y = bn(name='bn3')(cv(self.planes * self.expansion, 1, name='conv3')(y))
+    residual = shortcut(x, self.planes * self.expansion, self.stride, train, self.dtype, self.fast)
+    return relu(y + residual, self.fast)
 
 
 BLOCKS = {'BASIC': BasicBlock, 'BOTTLENECK': Bottleneck}

@@ -11,11 +11,13 @@ import functools
 from typing import Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import ml_collections
 
 from hrnet_jax import errors
-from hrnet_jax.layers import BLOCKS, BasicBlock, Bottleneck, Dtype, batch_norm, conv, conv_init
+from hrnet_jax.layers import (BLOCKS, BasicBlock, Bottleneck, Dtype, batch_norm, conv, conv_init,
+                              relu)
 
 # Layer 1 of every HRNet: four Bottlenecks of 64 planes (fixed in the official code).
 STEM_CHANNELS = 64
@@ -24,6 +26,8 @@ LAYER1_BLOCKS = 4
 INPUT_MULTIPLE = 32
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
+# model.fast_path: 'auto' takes hrnet_jax.fast_conv's path on the CPU backend only.
+FAST_PATHS = ('auto', 'on', 'off')
 
 
 def pose_hrnet_config(width: int, num_blocks: int = 4,
@@ -48,6 +52,9 @@ def pose_hrnet_config(width: int, num_blocks: int = 4,
       'final_conv_kernel': final_conv_kernel,
       'stem_blocks': stem_blocks,
       'dtype': 'float32',
+      # 'auto': the CPU training path of hrnet_jax.fast_conv on the CPU backend, plain XLA
+      # elsewhere; 'on' / 'off' force it. Same parameters, same results to float32 rounding.
+      'fast_path': 'auto',
   })
 
 
@@ -80,6 +87,17 @@ def compute_dtype(config: ml_collections.ConfigDict) -> Dtype:
   return DTYPES[name]
 
 
+def use_fast_path(config: ml_collections.ConfigDict) -> bool:
+  """Whether ``config.fast_path`` (absent in older saved configs: 'auto') selects the fast path.
+
+  'auto' decides by ``jax.default_backend()`` when the model is traced.
+  """
+  name = config.get('fast_path', 'auto')
+  if name not in FAST_PATHS:
+    raise errors.UserError(f'model.fast_path must be one of {FAST_PATHS}, got {name!r}')
+  return name == 'on' or (name == 'auto' and jax.default_backend() == 'cpu')
+
+
 def upsample_nearest(x: jnp.ndarray, factor: int) -> jnp.ndarray:
   """Nearest-neighbour upsampling of NHWC by an integer factor (torch's mode='nearest')."""
   return jnp.repeat(jnp.repeat(x, factor, axis=1), factor, axis=2)
@@ -90,16 +108,18 @@ class Transition(nn.Module):
   features: int
   num_downsamples: int
   dtype: Dtype = jnp.float32
+  fast: bool = False
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    cv = functools.partial(conv, dtype=self.dtype, fast=self.fast)
     if self.num_downsamples == 0:
-      x = conv(self.features, 3, dtype=self.dtype, name='0')(x)
-      return nn.relu(batch_norm(train, dtype=self.dtype, name='1')(x))
+      x = cv(self.features, 3, name='0')(x)
+      return relu(batch_norm(train, dtype=self.dtype, name='1')(x), self.fast)
     for k in range(self.num_downsamples):
       last = k == self.num_downsamples - 1
-      x = conv(self.features if last else x.shape[-1], 3, 2, dtype=self.dtype, name=f'{k}_0')(x)
-      x = nn.relu(batch_norm(train, dtype=self.dtype, name=f'{k}_1')(x))
+      x = cv(self.features if last else x.shape[-1], 3, 2, name=f'{k}_0')(x)
+      x = relu(batch_norm(train, dtype=self.dtype, name=f'{k}_1')(x), self.fast)
     return x
 
 
@@ -113,20 +133,22 @@ class FuseLayer(nn.Module):
   target: int
   features: int
   dtype: Dtype = jnp.float32
+  fast: bool = False
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     bn = functools.partial(batch_norm, train, dtype=self.dtype)
+    cv = functools.partial(conv, dtype=self.dtype, fast=self.fast)
     if self.source > self.target:
-      x = bn(name='1')(conv(self.features, 1, dtype=self.dtype, name='0')(x))
+      x = bn(name='1')(cv(self.features, 1, name='0')(x))
       return upsample_nearest(x, 2**(self.source - self.target))
     steps = self.target - self.source
     for k in range(steps):
       last = k == steps - 1
-      x = conv(self.features if last else x.shape[-1], 3, 2, dtype=self.dtype, name=f'{k}_0')(x)
+      x = cv(self.features if last else x.shape[-1], 3, 2, name=f'{k}_0')(x)
       x = bn(name=f'{k}_1')(x)
       if not last:
-        x = nn.relu(x)
+        x = relu(x, self.fast)
     return x
 
 
@@ -137,6 +159,7 @@ class HighResolutionModule(nn.Module):
   multi_scale_output: bool = True
   block: str = 'BASIC'
   dtype: Dtype = jnp.float32
+  fast: bool = False
 
   @nn.compact
   def __call__(self, xs: Sequence[jnp.ndarray], train: bool = False) -> list[jnp.ndarray]:
@@ -147,7 +170,8 @@ class HighResolutionModule(nn.Module):
     xs = list(xs)
     for b in range(num_branches):
       for k in range(self.num_blocks):
-        block_k = block(self.num_channels[b], dtype=self.dtype, name=f'branches_{b}_{k}')
+        block_k = block(self.num_channels[b], dtype=self.dtype, fast=self.fast,
+                        name=f'branches_{b}_{k}')
         xs[b] = block_k(xs[b], train)
     if num_branches == 1:
       return xs
@@ -155,7 +179,7 @@ class HighResolutionModule(nn.Module):
     def fuse(i: int, j: int) -> jnp.ndarray:
       if i == j:
         return xs[j]
-      return FuseLayer(j, i, self.num_channels[i], dtype=self.dtype,
+      return FuseLayer(j, i, self.num_channels[i], dtype=self.dtype, fast=self.fast,
                        name=f'fuse_layers_{i}_{j}')(xs[j], train)
 
     outputs = []
@@ -163,7 +187,7 @@ class HighResolutionModule(nn.Module):
       y = fuse(i, 0)
       for j in range(1, num_branches):  # the official summation order
         y = y + fuse(i, j)
-      outputs.append(nn.relu(y))
+      outputs.append(relu(y, self.fast))
     return outputs
 
 
@@ -173,17 +197,18 @@ class HRNetBackbone(nn.Module):
 
   @nn.compact
   def __call__(self, images: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-    cfg, dtype = self.config, compute_dtype(self.config)
+    cfg, dtype, fast = self.config, compute_dtype(self.config), use_fast_path(self.config)
     h, w = images.shape[1:3]
     if images.ndim != 4 or h % INPUT_MULTIPLE or w % INPUT_MULTIPLE:
       raise errors.UserError(f'HRNet takes NHWC images with height and width divisible by '
                              f'{INPUT_MULTIPLE}, got shape {images.shape}')
     bn = functools.partial(batch_norm, train, dtype=dtype)
+    cv = functools.partial(conv, dtype=dtype, fast=fast)
     x = images.astype(dtype)
-    x = nn.relu(bn(name='bn1')(conv(STEM_CHANNELS, 3, 2, dtype=dtype, name='conv1')(x)))
-    x = nn.relu(bn(name='bn2')(conv(STEM_CHANNELS, 3, 2, dtype=dtype, name='conv2')(x)))
+    x = relu(bn(name='bn1')(cv(STEM_CHANNELS, 3, 2, name='conv1')(x)), fast)
+    x = relu(bn(name='bn2')(cv(STEM_CHANNELS, 3, 2, name='conv2')(x)), fast)
     for k in range(cfg.stem_blocks):
-      x = Bottleneck(STEM_CHANNELS, dtype=dtype, name=f'layer1_{k}')(x, train)
+      x = Bottleneck(STEM_CHANNELS, dtype=dtype, fast=fast, name=f'layer1_{k}')(x, train)
 
     xs, previous = [x], (STEM_CHANNELS * Bottleneck.expansion,)
     for stage, num_modules in zip((2, 3, 4), cfg.num_modules):
@@ -194,17 +219,17 @@ class HRNetBackbone(nn.Module):
           if features == previous[i]:
             inputs.append(xs[i])
           else:
-            inputs.append(Transition(features, 0, dtype=dtype,
+            inputs.append(Transition(features, 0, dtype=dtype, fast=fast,
                                      name=f'transition{stage - 1}_{i}')(xs[i], train))
         else:
-          inputs.append(Transition(features, i + 1 - len(previous), dtype=dtype,
+          inputs.append(Transition(features, i + 1 - len(previous), dtype=dtype, fast=fast,
                                    name=f'transition{stage - 1}_{i}')(xs[-1], train))
       xs = inputs
       for m in range(num_modules):
         last_module_of_network = stage == 4 and m == num_modules - 1
         xs = HighResolutionModule(channels, cfg.num_blocks,
                                   multi_scale_output=not last_module_of_network, dtype=dtype,
-                                  name=f'stage{stage}_{m}')(xs, train)
+                                  fast=fast, name=f'stage{stage}_{m}')(xs, train)
       previous = channels
     return xs[0]
 
@@ -219,7 +244,8 @@ class PoseHRNet(nn.Module):
     nn.share_scope(self, backbone)  # backbone variables sit at the top level, as officially
     features = backbone(images, train)
     heatmaps = conv(self.config.num_joints, self.config.final_conv_kernel,
-                    dtype=compute_dtype(self.config), use_bias=True, name='final_layer')(features)
+                    dtype=compute_dtype(self.config), use_bias=True, name='final_layer',
+                    fast=use_fast_path(self.config))(features)
     return heatmaps.astype(jnp.float32)
 
 
@@ -232,6 +258,7 @@ class DeconvStage(nn.Module):
   features: int
   num_blocks: int
   dtype: Dtype = jnp.float32
+  fast: bool = False
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -239,9 +266,9 @@ class DeconvStage(nn.Module):
     x = nn.ConvTranspose(self.features, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)),
                          transpose_kernel=True, use_bias=False, dtype=self.dtype,
                          param_dtype=jnp.float32, kernel_init=conv_init, name='0_0')(x)
-    x = nn.relu(batch_norm(train, dtype=self.dtype, name='0_1')(x))
+    x = relu(batch_norm(train, dtype=self.dtype, name='0_1')(x), self.fast)
     for b in range(self.num_blocks):
-      x = BasicBlock(self.features, dtype=self.dtype, name=f'{b + 1}_0')(x, train)
+      x = BasicBlock(self.features, dtype=self.dtype, fast=self.fast, name=f'{b + 1}_0')(x, train)
     return x
 
 
@@ -256,14 +283,16 @@ class HigherHRNet(nn.Module):
   @nn.compact
   def __call__(self, images: jnp.ndarray,
                train: bool = False) -> tuple[jnp.ndarray, jnp.ndarray]:
-    cfg, dtype = self.config, compute_dtype(self.config)
+    cfg, dtype, fast = self.config, compute_dtype(self.config), use_fast_path(self.config)
     backbone = HRNetBackbone(cfg)
     nn.share_scope(self, backbone)  # backbone variables sit at the top level, as officially
     features = backbone(images, train)
-    final = functools.partial(conv, kernel=cfg.final_conv_kernel, dtype=dtype, use_bias=True)
+    final = functools.partial(conv, kernel=cfg.final_conv_kernel, dtype=dtype, use_bias=True,
+                              fast=fast)
     quarter = final(2 * cfg.num_joints, name='final_layers_0')(features)
     x = jnp.concatenate([features, quarter], axis=-1)
-    x = DeconvStage(cfg.width, cfg.deconv_blocks, dtype=dtype, name='deconv_layers_0')(x, train)
+    x = DeconvStage(cfg.width, cfg.deconv_blocks, dtype=dtype, fast=fast,
+                    name='deconv_layers_0')(x, train)
     half = final(cfg.num_joints, name='final_layers_1')(x)
     return quarter.astype(jnp.float32), half.astype(jnp.float32)
 
