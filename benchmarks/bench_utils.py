@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import resource
+import time
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -53,6 +54,17 @@ def conv_macs_per_image(model, variables, images) -> float:
   with nn.intercept_methods(count):
     jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, images[:1])
   return float(total)
+
+
+def time_train_step(compiled, state, data, key, steps: int) -> tuple[Any, float]:
+  """One warm step, then ``steps`` timed ones of a compiled, donating train step: (state, s/step)."""
+  state, metrics = compiled(state, data, key)
+  jax.block_until_ready(metrics)
+  start = time.perf_counter()
+  for _ in range(steps):
+    state, metrics = compiled(state, data, key)
+  jax.block_until_ready(metrics)
+  return state, (time.perf_counter() - start) / steps
 
 
 def is_out_of_memory(error: Exception) -> bool:

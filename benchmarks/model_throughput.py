@@ -56,6 +56,7 @@ def _time(fn, *args, steps: int) -> tuple[float, float]:
 
 def run(config, dtype: str, batch: int) -> None:
   """Compiles and times the forward (and the train step) at one (dtype, batch)."""
+  config = config.copy_and_resolve_references()  # each run its own model config
   config.model.dtype = dtype
   model = models.create_model(config.model)
   step, data = bench_utils.synthetic_training(config, model, batch)
@@ -91,13 +92,7 @@ def run(config, dtype: str, batch: int) -> None:
         f'{bench_utils.peak_memory(compiled_fwd)}; '
         f'{2 * macs * batch / per_step / 1e12:.3g} model TFLOP/s)', flush=True)
   if _TRAIN.value:
-    state, _ = compiled_step(state, data, key)
-    jax.block_until_ready(state)
-    start = time.perf_counter()
-    for _ in range(_STEPS.value):
-      state, metrics = compiled_step(state, data, key)
-    jax.block_until_ready(metrics)
-    per_step = (time.perf_counter() - start) / _STEPS.value
+    state, per_step = bench_utils.time_train_step(compiled_step, state, data, key, _STEPS.value)
     result['train_images_per_s'] = batch / per_step
     print(f'{dtype}, batch {batch}: train step {batch / per_step:8.1f} images/s  '
           f'({per_step * 1e3:.1f} ms/step, compile {result["train_compile_s"]:.1f} s; '

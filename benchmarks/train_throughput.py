@@ -40,6 +40,7 @@ _COMPILE_ONLY = bench_utils.define_compile_only_flag()
 
 def run(config, dtype: str, per_device: int) -> dict:
   """Compiles and times one (dtype, batch) configuration; returns its figures."""
+  config = config.copy_and_resolve_references()  # each run its own model config
   config.model.dtype = dtype
   mesh = sharding.data_mesh()
   batch = per_device * jax.device_count()
@@ -63,13 +64,7 @@ def run(config, dtype: str, per_device: int) -> dict:
   macs = bench_utils.conv_macs_per_image(model, {'params': state.params,
                                                  'batch_stats': state.batch_stats},
                                          local['image'][:1])
-  state, metrics = compiled(state, data, key)
-  jax.block_until_ready(metrics)
-  start = time.perf_counter()
-  for _ in range(_STEPS.value):
-    state, metrics = compiled(state, data, key)
-  jax.block_until_ready(metrics)
-  step_s = (time.perf_counter() - start) / _STEPS.value
+  state, step_s = bench_utils.time_train_step(compiled, state, data, key, _STEPS.value)
   return {'images_per_s': batch / step_s, 'step_ms': step_s * 1e3, 'compile_s': compile_s,
           'xla_flops_per_device': bench_utils.flops(compiled),
           'model_flops_per_device': 6 * macs * per_device,
