@@ -77,7 +77,6 @@ def old_evaluation(config, variables, source, grouping_inputs_fn):
   results = []
   for path, image_id in zip(source.paths, source.image_ids):
     image = tasks.read_rgb(path)
-    image = image if config.dataset.color_rgb else image[..., ::-1]
     x, center, scale = bottom_up.network_input(image, config.dataset.input_size)
     det, nms_det, tags = grouping_inputs_fn(variables, x[None], x.shape[:2])
     keypoints, scores = bottom_up.group_people(det, tags, center, scale, config.test, nms_det)
@@ -117,7 +116,7 @@ def compare_evaluations(config, variables):
     grouping_inputs_fn = bottom_up.make_grouping_inputs_fn(config)
     variables = jax.device_put(variables, jax.devices()[0])
     paths = {'old': lambda: old_evaluation(config, variables, source, grouping_inputs_fn),
-             'new': lambda: source.predict(variables).results}
+             'new': lambda: source.predict_split(variables).results}
     rates, results = {'old': [], 'new': []}, {}
     for repeat in range(_REPEATS.value + 1):  # the first pass compiles and is not kept
       for name, run in paths.items():
@@ -126,7 +125,7 @@ def compare_evaluations(config, variables):
         if repeat:
           rates[name].append(_IMAGES.value / (time.perf_counter() - start))
     shapes = [tuple(i[k] for k in ('height', 'width'))
-              for i in coco.read_json(source.annotation_file)['images']]
+              for i in source.ground_truth['images']]
   sizes = {bottom_up.input_plan(*shape, config).key for shape in shapes}
   print(f'{jax.devices()[0].platform} backend, {jax.device_count()} device(s); '
         f'{config.model.name} W{config.model.width}, input {config.dataset.input_size}, '

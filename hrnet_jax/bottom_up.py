@@ -23,7 +23,7 @@ the one-image path on the host's warp, the reference the batched one is tested a
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -95,7 +95,7 @@ def _maps(config: ml_collections.ConfigDict) -> MapsFn:
   model = models.create_model(config.model)
   num_joints = config.model.num_joints
   flip_test = config.test.flip_test
-  pairs = kp.skeleton_for(num_joints)['flip_pairs'] if flip_test else ()
+  pairs = kp.from_config(config).flip_pairs if flip_test else ()
   perm = kp.flip_permutation(num_joints, pairs)
 
   def heatmaps_and_tags(variables, images):
@@ -238,12 +238,13 @@ def image_maps(config: ml_collections.ConfigDict, variables: Any, image_rgb: np.
 
 
 def group_people(det: np.ndarray, tags: np.ndarray, center: np.ndarray, scale: np.ndarray,
-                 test: ml_collections.ConfigDict,
-                 nms_det: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 test: ml_collections.ConfigDict, nms_det: np.ndarray | None = None,
+                 order: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
   """People (P, K, 3: image x, y, score) and their scores, from maps at the input size.
 
-  det (K, H, W) and tags (K, H, W, L) are in the official joint-major layout; ``nms_det`` is
-  det's max-pool NMS when a device computed it.
+  det (K, H, W) and tags (K, H, W, L) are in the official joint-major layout; ``order`` is the
+  keypoint set's grouping order (``grouping.joint_order`` if None); ``nms_det`` is det's
+  max-pool NMS when a device computed it.
   """
   people, scores = grouping.parse_joint_major(
       np.asarray(det, np.float32), np.asarray(tags, np.float32),
@@ -251,7 +252,7 @@ def group_people(det: np.ndarray, tags: np.ndarray, center: np.ndarray, scale: n
       max_num_people=test.max_num_people, detection_threshold=test.detection_threshold,
       tag_threshold=test.tag_threshold, use_detection_val=test.use_detection_val,
       ignore_too_much=test.ignore_too_much, nms_kernel=test.nms_kernel, adjust=test.adjust,
-      refine=test.refine)
+      refine=test.refine, order=order)
   height, width = det.shape[1:]
   num_people, num_joints = people.shape[:2]
   xy = decode.to_image_coordinates(people[None, :, :, :2].reshape(1, -1, 2), center[None],

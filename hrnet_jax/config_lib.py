@@ -9,21 +9,37 @@ from typing import Any, Mapping
 import ml_collections
 
 from hrnet_jax import errors, models
+from hrnet_jax import keypoints as kp
+
+
+def keypoints_config(keypoint_set: str | kp.KeypointSet) -> ml_collections.ConfigDict:
+  """A config's ``keypoints`` section: a preset's name (``kp.PRESETS``) or any set."""
+  if isinstance(keypoint_set, str):
+    keypoint_set = kp.preset(keypoint_set)
+  return ml_collections.ConfigDict(keypoint_set.validate().to_dict())
 
 
 def topdown_config(*, width: int, image_size: tuple[int, int], sigma: float,
-                   batch_size: int, test_batch_size: int) -> ml_collections.ConfigDict:
+                   batch_size: int, test_batch_size: int,
+                   keypoints: str | kp.KeypointSet = 'coco') -> ml_collections.ConfigDict:
   """The official top-down COCO recipe (``w{width}_{h}x{w}_adam_lr1e-3.yaml``).
 
-  ``image_size`` is (width, height) as in the official configs.
+  ``image_size`` is (width, height) as in the official configs; ``keypoints`` the joints.
   """
   width_px, height_px = image_size
   config = ml_collections.ConfigDict()
-  config.model = models.pose_hrnet_config(width)
+  config.keypoints = keypoints_config(keypoints)
+  config.model = models.pose_hrnet_config(width, num_joints=len(config.keypoints.names))
 
   config.dataset = ml_collections.ConfigDict({
       'source': 'folder',  # 'tfds': shards of launch/prepare_tfds.py; 'synthetic'
       'root': 'data/coco',  # annotations/person_keypoints_{split}.json and {split}/ images
+      # How the annotations are laid out: 'coco' (also CrowdPose), 'mpii' (the official
+      # json) or 'posetrack18' (per-video files or one merged file).
+      'format': 'coco',
+      # The annotation file (PoseTrack18: or folder) relative to root, {split} filled in;
+      # '' is the format's default (input_pipeline/coco.py DEFAULT_ANNOTATIONS).
+      'annotations': '',
       'tfds_data_dir': '',
       # source 'synthetic': launch/make_synthetic.py's set, made once in a cache folder
       # (or at root when root is set).
@@ -34,8 +50,7 @@ def topdown_config(*, width: int, image_size: tuple[int, int], sigma: float,
       'heatmap_size': (width_px // 4, height_px // 4),
       'sigma': float(sigma),
       'box_padding': 1.25,
-      'color_rgb': True,
-      'skip_bad_images': False,  # True: drop unreadable JPEGs and count them
+      'skip_bad_images': False,  # True: leave out missing or unreadable images, counted
   })
   config.augment = ml_collections.ConfigDict({
       'scale_factor': 0.35,
@@ -102,20 +117,23 @@ def _add_run_settings(config: ml_collections.ConfigDict) -> None:
   config.best_metric = 'coco/AP'
 
 
-def bottomup_config(*, width: int, input_size: int, batch_size: int) -> ml_collections.ConfigDict:
+def bottomup_config(*, width: int, input_size: int, batch_size: int,
+                    keypoints: str | kp.KeypointSet = 'coco') -> ml_collections.ConfigDict:
   """The official bottom-up HigherHRNet COCO recipe (``w{width}_{input_size}_adam_lr1e-3.yaml``)."""
   config = ml_collections.ConfigDict()
-  config.model = models.higher_hrnet_config(width)
+  config.keypoints = keypoints_config(keypoints)
+  config.model = models.higher_hrnet_config(width, num_joints=len(config.keypoints.names))
   config.dataset = ml_collections.ConfigDict({
       'source': 'folder',  # or 'synthetic' (see topdown_config)
       'root': 'data/coco',
+      'format': 'coco',  # see topdown_config
+      'annotations': '',
       'synthetic': {'num_train': 2000, 'num_val': 200, 'seed': 0, 'max_people': 3},
       'train_split': 'train2017',
       'val_split': 'val2017',
       'input_size': input_size,  # square training crops; the short side at test time
       'sigma': 2.0,  # at both output resolutions
       'max_num_people': 30,  # joint locations kept per image for the tag loss
-      'color_rgb': True,
       'skip_bad_images': False,
   })
   config.augment = ml_collections.ConfigDict({
@@ -146,6 +164,53 @@ def bottomup_config(*, width: int, input_size: int, batch_size: int) -> ml_colle
       'refine': True,
   })
   _add_run_settings(config)
+  return config
+
+
+def mpii_config(*, width: int) -> ml_collections.ConfigDict:
+  """The official top-down MPII recipe (``mpii/hrnet/w{width}_256x256_adam_lr1e-3.yaml``).
+
+  256x256 crops of the official center and scale, heatmaps 64x64, sigma 2, rotation 30,
+  scale 0.25, no half body; Adam 1e-3, x0.1 at epochs 170 and 200 of 210, global batch 128;
+  flip test with shift on the ground-truth boxes, scored by PCKh (``gt_valid.mat``).
+  """
+  config = topdown_config(width=width, image_size=(256, 256), sigma=2, batch_size=128,
+                          test_batch_size=128, keypoints='mpii')
+  config.dataset.update({'root': 'data/mpii', 'format': 'mpii', 'train_split': 'train',
+                         'val_split': 'valid'})
+  config.augment.update({'scale_factor': 0.25, 'rotation_factor': 30.0,
+                         'half_body_prob': 0.0})
+  config.test.update({'use_gt_bbox': True, 'bbox_file': ''})
+  config.evals = ml_collections.ConfigDict(
+      {'pckh': {'type': 'mpii_pckh', 'headbox_file': 'annot/gt_valid.mat'}})
+  config.best_metric = 'pckh/Mean'
+  return config
+
+
+def crowdpose_data(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Points a recipe at CrowdPose as its authors ship it: trainval to train, test to score
+  with the crowdpose-api (AP easy / medium / hard by the images' crowd index)."""
+  config.dataset.update({'root': 'data/crowdpose', 'annotations': 'json/crowdpose_{split}.json',
+                         'train_split': 'trainval', 'val_split': 'test'})
+  config.evals = ml_collections.ConfigDict({'crowdpose': {'type': 'crowdpose_keypoints'}})
+  config.best_metric = 'crowdpose/AP'
+  return config
+
+
+def posetrack18_config(*, width: int) -> ml_collections.ConfigDict:
+  """Top-down PoseTrack18: a COCO model fine-tuned (``init_from``) on the 17 PoseTrack joints,
+  as mmpose's recipe; scored by poseval's mAP and by OKS AP on the val detections."""
+  config = topdown_config(width=width, image_size=(192, 256), sigma=2, batch_size=512,
+                          test_batch_size=128, keypoints='posetrack18')
+  config.dataset.update({'root': 'data/posetrack18', 'format': 'posetrack18',
+                         'train_split': 'train', 'val_split': 'val'})
+  config.optim = _adam(lr_steps=(10, 15), num_epochs=20)
+  config.optim.learning_rate = 5e-4
+  config.test.bbox_file = 'annotations/posetrack18_val_human_detections.json'
+  config.test.image_thre = 0.4  # mmpose's bbox_score_thr
+  config.evals = ml_collections.ConfigDict({'posetrack': {'type': 'posetrack_map'},
+                                            'coco': {'type': 'coco_keypoints'}})
+  config.best_metric = 'posetrack/Total'
   return config
 
 
@@ -191,4 +256,11 @@ def load_saved_config(workdir: str) -> ml_collections.ConfigDict:
       saved = json.load(f)
     except json.JSONDecodeError as e:
       raise errors.UserError(f'{path} is not valid JSON: {e}') from e
-  return ml_collections.ConfigDict(_tuples(saved))
+  saved = _tuples(saved)
+  if 'keypoints' not in saved:  # saved before keypoint sets were config data: COCO or MPII
+    name = {17: 'coco', 16: 'mpii'}.get(saved.get('model', {}).get('num_joints'))
+    if name is None:
+      raise errors.ConfigError(f'{path} has no keypoints section and not 17 or 16 joints: add '
+                               f'"keypoints" (the fields of hrnet_jax.keypoints.KeypointSet)')
+    saved['keypoints'] = kp.preset(name).to_dict()
+  return ml_collections.ConfigDict(saved)

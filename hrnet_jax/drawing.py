@@ -22,20 +22,21 @@ def limb_colour(a: int, b: int, names: Sequence[str]) -> tuple[int, int, int]:
   return _CENTRE
 
 
-def draw_people(image_bgr: np.ndarray, people: np.ndarray, threshold: float = 0.3,
-                boxes=None) -> np.ndarray:
+def draw_people(image_bgr: np.ndarray, people: np.ndarray, keypoint_set: kp.KeypointSet,
+                threshold: float = 0.3, boxes=None) -> np.ndarray:
   """A copy of the image with each person's skeleton (keypoints above ``threshold``)."""
   canvas = image_bgr.copy()
-  num_joints = people.shape[1] if len(people) else 17
-  skeleton = kp.skeleton_for(num_joints)
-  names = kp.COCO_KEYPOINT_NAMES if num_joints == 17 else kp.MPII_KEYPOINT_NAMES
+  if len(people) and people.shape[1] != keypoint_set.num_joints:
+    raise ValueError(f'people have {people.shape[1]} joints; the keypoint set '
+                     f'{keypoint_set.name!r} has {keypoint_set.num_joints}')
+  names = keypoint_set.names
   thickness = max(1, round(min(canvas.shape[:2]) / 240))
   for box in boxes if boxes is not None else ():
     x, y, w, h = (int(round(v)) for v in box)
     cv2.rectangle(canvas, (x, y), (x + w, y + h), (200, 200, 200), 1, cv2.LINE_AA)
   for person in people:
     shown = person[:, 2] > threshold
-    for a, b in skeleton['limbs']:
+    for a, b in keypoint_set.skeleton:
       if shown[a] and shown[b]:
         cv2.line(canvas, tuple(int(round(v)) for v in person[a, :2]),
                  tuple(int(round(v)) for v in person[b, :2]), limb_colour(a, b, names),

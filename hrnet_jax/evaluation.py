@@ -129,12 +129,29 @@ def keypoint_results(keypoints, box_scores, image_ids, centers, scales, *,
   return results
 
 
-def coco_keypoint_eval(annotation_file: str, results: list[dict] | str,
+def ground_truth_coco(ground_truth: dict | str) -> COCO:
+  """A pycocotools ``COCO`` of an annotation dict or file; a missing ``area`` becomes the box's
+  w x h, as pycocotools' ``loadRes`` sizes boxes (PoseTrack18 has none)."""
+  if isinstance(ground_truth, str):
+    with open(ground_truth) as f:
+      ground_truth = json.load(f)
+  annotations = [a if 'area' in a or 'bbox' not in a else
+                 dict(a, area=float(a['bbox'][2]) * float(a['bbox'][3]))
+                 for a in ground_truth['annotations']]
+  coco = COCO()
+  coco.dataset = dict(ground_truth, annotations=annotations)
+  with contextlib.redirect_stdout(io.StringIO()):
+    coco.createIndex()
+  return coco
+
+
+def coco_keypoint_eval(ground_truth: dict | str, results: list[dict] | str,
                        sigmas=None) -> tuple[dict[str, float], str]:
   """pycocotools COCOeval (iouType 'keypoints') of results (a list or a results file).
 
-  Returns the ten summary numbers under ``METRIC_NAMES`` and the printed table. Raises
-  ``errors.UserError`` for an empty result list or image ids absent from the annotations.
+  ``ground_truth`` is the annotation dict or file. Returns the ten summary numbers under
+  ``METRIC_NAMES`` and the printed table. Raises ``errors.UserError`` for an empty result list
+  or image ids absent from the annotations.
   """
   source = results if isinstance(results, str) else 'the results'
   if isinstance(results, str):
@@ -142,11 +159,11 @@ def coco_keypoint_eval(annotation_file: str, results: list[dict] | str,
       results = json.load(f)
   if not results:
     raise errors.UserError(f'{source}: no keypoint results to evaluate')
-  with contextlib.redirect_stdout(io.StringIO()):
-    ground_truth = COCO(annotation_file)
+  where = ground_truth if isinstance(ground_truth, str) else 'the ground truth'
+  ground_truth = ground_truth_coco(ground_truth)
   unknown = sorted({r['image_id'] for r in results} - set(ground_truth.getImgIds()))
   if unknown:
-    raise errors.UserError(f'{source}: {len(unknown)} image id(s) are not in {annotation_file}: '
+    raise errors.UserError(f'{source}: {len(unknown)} image id(s) are not in {where}: '
                            f'{unknown[:10]}{" ..." if len(unknown) > 10 else ""}')
   printed = io.StringIO()
   with contextlib.redirect_stdout(printed):

@@ -21,10 +21,12 @@ from typing import Any, Protocol
 
 import jax
 import ml_collections
+import numpy as np
 import tensorflow as tf
 
-from hrnet_jax import errors, evaluation, tasks
-from input_pipeline import coco
+from hrnet_jax import crowdpose, errors, evaluation, mpii, posetrack, tasks
+from hrnet_jax import keypoints as kp
+from input_pipeline import coco, datasets
 
 EVAL_DIR = 'eval'
 
@@ -49,10 +51,19 @@ class CocoKeypoints:
 
   Top-down: person boxes, flip test, decoding, rescoring and OKS NMS. Bottom-up: whole
   images, grouping, no NMS. No people at all (an untrained model) scores 0 on every metric.
+  OKS uses the sigmas of ``config.keypoints``.
   """
+  metric_names = evaluation.METRIC_NAMES
+  tool = 'COCOeval'
 
-  def __init__(self, source: tasks.ValSource):
+  def __init__(self, source: tasks.ValSource, config: ml_collections.ConfigDict):
     self.source = source
+    self.keypoint_set = kp.from_config(config)
+
+  def score(self, results: list[dict]) -> tuple[dict[str, float], str]:
+    """The metrics and printed table of non-empty results."""
+    return evaluation.coco_keypoint_eval(self.source.ground_truth, results,
+                                         sigmas=self.keypoint_set.sigmas)
 
   def run(self, variables: Any) -> EvalOutput:
     """Predicts the split and scores it; the results file and metrics come back as files."""
@@ -60,35 +71,105 @@ class CocoKeypoints:
     start = time.time()
     results, split = predictions.results, self.source.split
     if results:
-      metrics, table = evaluation.coco_keypoint_eval(self.source.annotation_file, results)
+      metrics, table = self.score(results)
     else:
-      metrics, table = dict.fromkeys(evaluation.METRIC_NAMES, 0.0), '(no people found: 0)'
+      metrics, table = dict.fromkeys(self.metric_names, 0.0), '(no people found: 0)'
     return EvalOutput(
         metrics=metrics,
         files={f'{split}_keypoints_results.json': results, f'{split}_metrics.json': metrics},
-        report=f'{split}: {predictions.note}, COCOeval {time.time() - start:.1f} s\n{table}')
+        report=f'{split}: {predictions.note}, {self.tool} {time.time() - start:.1f} s\n{table}')
 
 
-def coco_keypoints(task: tasks.Task, mesh: jax.sharding.Mesh) -> CocoKeypoints:
-  """The ``coco_keypoints`` evaluator of a task: its val split, as its official test."""
-  return CocoKeypoints(task.val_source(mesh))
+class CrowdPoseKeypoints(CocoKeypoints):
+  """The crowdpose-api's AP of the val split: AP, AP50, AP75, AR and AP easy/medium/hard."""
+  metric_names = crowdpose.METRIC_NAMES
+  tool = 'crowdpose-api AP'
+
+  def score(self, results: list[dict]) -> tuple[dict[str, float], str]:
+    return crowdpose.crowdpose_keypoint_eval(self.source.ground_truth, results,
+                                             self.keypoint_set.sigmas)
 
 
-# type -> (task, mesh, **settings) -> evaluator
-TYPES = {'coco_keypoints': coco_keypoints}
+class PoseTrackMap(CocoKeypoints):
+  """PoseTrack18's own metric (poseval): per-joint AP and the total mAP, head boxes as scale."""
+  metric_names = posetrack.METRIC_NAMES
+  tool = 'poseval mAP'
+
+  def score(self, results: list[dict]) -> tuple[dict[str, float], str]:
+    return posetrack.posetrack_map(self.source.ground_truth, results)
+
+
+class MpiiPckh:
+  """PCKh of top-down predictions on the ground-truth boxes, as the official MPII evaluate.
+
+  Ground truth and head boxes come from the official ``gt_valid.mat`` (``headbox_file``,
+  relative to the dataset root), whose people are the split's records in order, or from the
+  records themselves (joints and a ``headbox`` [x1, y1, x2, y2] per record).
+  """
+
+  def __init__(self, source: tasks.ValSource, config: ml_collections.ConfigDict,
+               headbox_file: str = ''):
+    if not isinstance(source, tasks.TopDownVal) or not config.test.use_gt_bbox:
+      raise errors.ConfigError('the mpii_pckh evaluator scores top-down predictions on the '
+                               'ground-truth boxes: needs a pose_hrnet model and '
+                               'config.test.use_gt_bbox=True')
+    if kp.from_config(config).names != kp.MPII_KEYPOINT_NAMES:
+      raise errors.ConfigError('the mpii_pckh evaluator needs the MPII joints '
+                               "(config.keypoints = the 'mpii' preset)")
+    self.source = source
+    annotations = sorted(source.ground_truth['annotations'], key=lambda a: a['id'])
+    self.annotation_ids = np.array([a['id'] for a in annotations], np.int64)
+    if headbox_file:
+      root = datasets.dataset_root(config.dataset)
+      path = headbox_file if os.path.isabs(headbox_file) else os.path.join(root, headbox_file)
+      self.truth = mpii.load_ground_truth_mat(path)
+      if len(self.truth['joints']) != len(annotations):
+        raise errors.ConfigError(f'{path} has {len(self.truth["joints"])} people but the split '
+                                 f'has {len(annotations)} records: expected the same people')
+    else:
+      self.truth = mpii.ground_truth_of_records(annotations)
+
+  def run(self, variables: Any) -> EvalOutput:
+    """Predicts every record's box and scores PCKh at 0.5 and 0.1 per joint group."""
+    start = time.time()
+    found = self.source.crop_keypoints(variables)
+    seconds = time.time() - start
+    rows = np.searchsorted(self.annotation_ids, found['annotation_id'])
+    predictions = np.zeros((len(self.annotation_ids),) + found['keypoints'].shape[1:])
+    predictions[rows] = found['keypoints']
+    metrics = mpii.pckh_table(predictions[..., :2], self.truth['joints'],
+                              self.truth['visible'], self.truth['headboxes'])
+    split = self.source.split
+    results = [{'annotation_id': int(i), 'keypoints': [float(v) for v in p.reshape(-1)]}
+               for i, p in zip(self.annotation_ids, predictions)]
+    return EvalOutput(
+        metrics=metrics,
+        files={f'{split}_mpii_predictions.json': results, f'{split}_pckh.json': metrics},
+        report=f'{split}: {len(rows)} people predicted in {seconds:.1f} s\n'
+               f'{mpii.format_table(metrics)}')
+
+
+# type -> (val source, config, **settings) -> evaluator
+TYPES = {'coco_keypoints': CocoKeypoints, 'crowdpose_keypoints': CrowdPoseKeypoints,
+         'posetrack_map': PoseTrackMap, 'mpii_pckh': MpiiPckh}
 
 
 def from_config(config: ml_collections.ConfigDict, task: tasks.Task,
                 mesh: jax.sharding.Mesh) -> dict[str, Evaluator]:
-  """The evaluators of ``config.evals`` (name -> settings with a ``type``), built once."""
-  built = {}
+  """The evaluators of ``config.evals`` (name -> settings with a ``type``), built once; they
+  share one val source (the split read, its boxes and pipeline built once)."""
+  built, source = {}, None
   for name, settings in config.evals.items():
     settings = dict(settings)
     kind = settings.pop('type', None)
     if kind not in TYPES:
       raise errors.ConfigError(f'config.evals.{name}.type is {kind!r}; expected one of '
                                f'{sorted(TYPES)}')
-    built[name] = TYPES[kind](task, mesh, **settings)
+    source = source or task.val_source(mesh)
+    try:
+      built[name] = TYPES[kind](source, config, **settings)
+    except TypeError as e:
+      raise errors.ConfigError(f'config.evals.{name}: {e}') from None
   return built
 
 

@@ -24,13 +24,14 @@ import munkres
 import numpy as np
 import scipy.ndimage
 
-# The official joint order of the grouping (1-based in the official code: 1-7, 12, 13, 8-11,
-# 14-17): nose, eyes, ears, shoulders, hips, then elbows, wrists, knees, ankles.
-COCO_JOINT_ORDER = (0, 1, 2, 3, 4, 5, 6, 11, 12, 7, 8, 9, 10, 13, 14, 15, 16)
+from hrnet_jax import keypoints as kp
+
+COCO_JOINT_ORDER = kp.COCO_GROUPING_ORDER
 
 
 def joint_order(num_joints: int) -> tuple[int, ...]:
-  """The order in which joints are grouped: official for COCO, index order otherwise."""
+  """The default grouping order: the official COCO one for 17 joints, index order otherwise
+  (callers with a keypoint set pass its ``order()``)."""
   return COCO_JOINT_ORDER if num_joints == len(COCO_JOINT_ORDER) else tuple(range(num_joints))
 
 
@@ -186,7 +187,8 @@ def refine_person(det: np.ndarray, tag: np.ndarray, keypoints: np.ndarray) -> np
 def parse(det: np.ndarray, tag: np.ndarray, *, max_num_people: int = 30,
           detection_threshold: float = 0.1, tag_threshold: float = 1.0,
           use_detection_val: bool = True, ignore_too_much: bool = False, nms_kernel: int = 5,
-          adjust: bool = True, refine: bool = True) -> tuple[np.ndarray, np.ndarray]:
+          adjust: bool = True, refine: bool = True,
+          order: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
   """Groups one image's det (H, W, K) and tag (H, W, K, L) maps into people.
 
   Returns people (P, K, 3 + L) with x, y (heatmap pixels), detection score and the L tag
@@ -203,20 +205,23 @@ def parse(det: np.ndarray, tag: np.ndarray, *, max_num_people: int = 30,
       np.ascontiguousarray(det.transpose(2, 0, 1)), np.ascontiguousarray(tag.transpose(2, 0, 1, 3)),
       max_num_people=max_num_people, detection_threshold=detection_threshold,
       tag_threshold=tag_threshold, use_detection_val=use_detection_val,
-      ignore_too_much=ignore_too_much, nms_kernel=nms_kernel, adjust=adjust, refine=refine)
+      ignore_too_much=ignore_too_much, nms_kernel=nms_kernel, adjust=adjust, refine=refine,
+      order=order)
 
 
 def parse_joint_major(det: np.ndarray, tag: np.ndarray, *, nms_det: np.ndarray | None = None,
                       max_num_people: int = 30, detection_threshold: float = 0.1,
                       tag_threshold: float = 1.0, use_detection_val: bool = True,
                       ignore_too_much: bool = False, nms_kernel: int = 5, adjust: bool = True,
-                      refine: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                      refine: bool = True,
+                      order: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
   """``parse`` of float32 maps in the official layout: det (K, H, W), tag (K, H, W, L).
 
-  ``nms_det`` is ``heatmap_nms(det, nms_kernel)`` when a device computed it already.
+  ``nms_det`` is ``heatmap_nms(det, nms_kernel)`` when a device computed it already;
+  ``order`` is the grouping order of the joints (``joint_order`` by default).
   """
   people = match_by_tag(*top_k(det, tag, max_num_people, nms_kernel, nms_det),
-                        order=joint_order(det.shape[0]), max_num_people=max_num_people,
+                        order=order or joint_order(det.shape[0]), max_num_people=max_num_people,
                         detection_threshold=detection_threshold, tag_threshold=tag_threshold,
                         use_detection_val=use_detection_val, ignore_too_much=ignore_too_much)
   if adjust:

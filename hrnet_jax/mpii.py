@@ -96,3 +96,29 @@ def load_ground_truth_mat(path: str) -> dict[str, np.ndarray]:
   return {'joints': np.transpose(mat['pos_gt_src'], (2, 0, 1))[:, order] - 1.0,
           'visible': 1 - np.transpose(mat['jnt_missing'], (1, 0))[:, order],
           'headboxes': np.transpose(mat['headboxes_src'], (2, 0, 1))}
+
+
+def ground_truth_of_records(annotations: list[dict]) -> dict[str, np.ndarray]:
+  """joints (N, 16, 2) 0-based, visible (N, 16) and headboxes (N, 2, 2) of MPII annotations in
+  COCO form (``mpii_convert.to_coco``), each with a ``headbox`` [x1, y1, x2, y2]."""
+  missing = [a.get('id') for a in annotations if 'headbox' not in a]
+  if missing:
+    raise errors.ConfigError(
+        f'{len(missing)} MPII record(s) have no "headbox" (e.g. annotation {missing[0]}): PCKh '
+        f'needs head boxes; set the evaluator\'s headbox_file to the official gt_valid.mat')
+  keypoints = np.array([a['keypoints'] for a in annotations], np.float64).reshape(
+      len(annotations), -1, 3)
+  return {'joints': keypoints[..., :2], 'visible': (keypoints[..., 2] > 0).astype(np.float64),
+          'headboxes': np.array([a['headbox'] for a in annotations],
+                                np.float64).reshape(-1, 2, 2)}
+
+
+def format_table(metrics: dict[str, float]) -> str:
+  """The PCKh table as the official evaluation prints it: one column per joint group."""
+  names = [g for g, _ in GROUPS] + ['Mean']
+  rows = [('PCKh@0.5', ''), ('PCKh@0.1', '@0.1')]
+  lines = ['| Arch | ' + ' | '.join(names) + ' |', '|---' * (len(names) + 1) + '|']
+  for label, suffix in rows:
+    values = [metrics.get(n + suffix, float('nan')) for n in names]
+    lines.append(f'| {label} | ' + ' | '.join(f'{v:.3f}' for v in values) + ' |')
+  return '\n'.join(lines)

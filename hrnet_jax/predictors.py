@@ -58,6 +58,7 @@ class Predictor(abc.ABC):
 
   def __init__(self, config: ml_collections.ConfigDict, variables: Any):
     self.config = config
+    self.keypoint_set = kp.from_config(config)  # the joints: names, skeleton, flips
     self.set_variables(variables)
 
   def set_variables(self, variables: Any) -> None:
@@ -65,7 +66,7 @@ class Predictor(abc.ABC):
     self.variables = variables
 
   def model_input(self, image_rgb: np.ndarray) -> np.ndarray:
-    """The uint8 image in the channel order the model was trained on (``dataset.color_rgb``)."""
+    """``image_rgb`` as the model reads it: uint8 (H, W, 3) RGB, the channel order of training."""
     if image_rgb.ndim != 3 or image_rgb.shape[2] != 3:
       raise errors.UserError(f'expected an RGB image of shape (H, W, 3); got {image_rgb.shape}')
     if image_rgb.dtype != np.uint8:
@@ -74,7 +75,7 @@ class Predictor(abc.ABC):
         raise errors.UserError(f'expected an RGB image of whole grey levels 0..255 (uint8); '
                                f'got {image_rgb.dtype} values')
       image_rgb = image_rgb.astype(np.uint8)
-    return image_rgb if self.config.dataset.color_rgb else image_rgb[..., ::-1]
+    return image_rgb
 
   @abc.abstractmethod
   def __call__(self, images: Sequence[np.ndarray],
@@ -94,7 +95,7 @@ def make_crop_predict_fn(config: ml_collections.ConfigDict,
   model = models.create_model(config.model)
   test = config.test
   decode.check_decoder(test.decoder)
-  pairs = kp.skeleton_for(config.model.num_joints)['flip_pairs'] if test.flip_test else ()
+  pairs = kp.from_config(config).flip_pairs if test.flip_test else ()
 
   def predict(variables, batch):
     heatmaps = model.apply(variables, batch['image'], train=False).astype(jnp.float32)
@@ -114,14 +115,11 @@ def make_crop_predict_fn(config: ml_collections.ConfigDict,
                  out_shardings=sharding.replicated(mesh))
 
 
-CROP_BATCH_KEYS = ('image', 'center', 'scale', 'score', 'image_id', 'mask')
+CROP_BATCH_KEYS = ('image', 'center', 'scale', 'score', 'index', 'mask')
 
 
-def _as_int32(ids: np.ndarray) -> np.ndarray:
-  if ids.size and (ids.max() > np.iinfo(np.int32).max or ids.min() < 0):
-    raise errors.UserError(f'image ids must lie in [0, 2^31) to travel through the devices; '
-                           f'got {ids.min()} .. {ids.max()}')
-  return ids.astype(np.int32)
+def _fits_int32(ids: np.ndarray) -> bool:
+  return not ids.size or (ids.min() >= 0 and ids.max() <= np.iinfo(np.int32).max)
 
 
 def local_mesh(mesh: jax.sharding.Mesh) -> jax.sharding.Mesh:
@@ -183,14 +181,20 @@ class TopDownPredictor(Predictor):
     """Image-pixel keypoints (n, K, 3: x, y, maxval) of this process's share of a crop batch.
 
     ``local_batch`` holds ``CROP_BATCH_KEYS`` (the eval pipeline's batches); rows with mask 0
-    (padding) are dropped. Returns keypoints with the rows' center, scale, score, image_id.
+    (padding) are dropped. Returns keypoints with the rows' center, score, scale, index (the
+    row of the split's boxes) and image_id where every id of the batch fits in int32 (others
+    are looked up by index on the host).
     """
-    local = dict({k: local_batch[k] for k in CROP_BATCH_KEYS},
-                 image_id=_as_int32(np.asarray(local_batch['image_id'])))
+    local = {k: np.asarray(local_batch[k]) for k in CROP_BATCH_KEYS}
+    local['index'] = local['index'].astype(np.int32)
+    ids = np.asarray(local_batch.get('image_id', np.zeros(0, np.int64)))
+    if len(ids) and _fits_int32(ids):
+      local['image_id'] = ids.astype(np.int32)
     out = self._predict(self.variables, sharding.global_batch(local, self.mesh))
     out = jax.tree.map(np.asarray, out)
     keep = out['mask'] > 0
-    result = {k: out[k][keep] for k in ('center', 'scale', 'score', 'image_id')}
+    result = {k: out[k][keep] for k in ('center', 'scale', 'score', 'index', 'image_id')
+              if k in out}
     result['keypoints'] = self._image_keypoints(out)[keep]
     return result
 
@@ -251,7 +255,7 @@ class TopDownPredictor(Predictor):
       batch = {'image': _warp_crops(stack, sizes, index[rows], xs[rows], ys[rows]),
                'center': centers[rows], 'scale': scales[rows],
                'score': np.ones(self.batch_size, np.float32),
-               'image_id': np.zeros(self.batch_size, np.int32),
+               'index': np.zeros(self.batch_size, np.int32),
                'mask': np.ones(self.batch_size, np.float32)}
       batch = jax.device_put(batch, sharding.batch_sharded(self.local_mesh))
       result = self._local_predict(self._local_variables, batch)
@@ -394,7 +398,8 @@ class BottomUpPredictor(Predictor):
     det, nms_det, tags = (np.asarray(x) for x in outputs)
     for row, (i, plan) in enumerate(zip(chunk, plans)):
       results[i] = bottom_up.group_people(det[row], tags[row], plan.center, plan.scale,
-                                          self.config.test, nms_det[row])
+                                          self.config.test, nms_det[row],
+                                          self.keypoint_set.order())
 
   def __call__(self, images: Sequence[np.ndarray],
                boxes: Sequence[Any] | None = None,

@@ -44,12 +44,21 @@ class ValPredictions:
 
 class ValSource(abc.ABC):
   """The val split of a config, ready to predict (boxes read, pipeline built) on every call."""
-  annotation_file: str
+  ground_truth: dict  # the split's annotations in COCO form (``coco.Split.data``)
   split: str
 
-  @abc.abstractmethod
+  _last: tuple[Any, ValPredictions] | None = None
+
   def predict(self, variables: Any) -> ValPredictions:
-    """Predicts the whole split with ``variables``, as the official test of the model kind."""
+    """Predicts the whole split with ``variables``, as the official test of the model kind
+    (once per variables: evaluators sharing the source share the predictions)."""
+    if self._last is None or self._last[0] is not variables:
+      self._last = (variables, self.predict_split(variables))
+    return self._last[1]
+
+  @abc.abstractmethod
+  def predict_split(self, variables: Any) -> ValPredictions:
+    """Predicts the whole split with ``variables``."""
 
 
 class Task(abc.ABC):
@@ -104,14 +113,9 @@ def folder_data(config: ml_collections.ConfigDict, examples, spec, what: str,
   return TrainingData(len(examples), what, open_folder)
 
 
-def annotation_file(config: ml_collections.ConfigDict) -> str:
-  """The val split's COCO annotation file, which COCOeval scores against."""
-  root = datasets.dataset_root(config.dataset)
-  path = coco.annotation_path(root, config.dataset.val_split)
-  if not tf.io.gfile.exists(path):
-    raise errors.MissingFileError(f'{path} not found: COCOeval needs the val annotations '
-                                  f'(config.dataset.root)')
-  return path
+def val_split(config: ml_collections.ConfigDict) -> coco.Split:
+  """The val split's annotations, which the evaluators score against."""
+  return datasets.read_split(config, config.dataset.val_split)
 
 
 # ---------------------------------------------------------------------------- top-down ---
@@ -120,15 +124,18 @@ def annotation_file(config: ml_collections.ConfigDict) -> str:
 def sample_spec(config: ml_collections.ConfigDict) -> pipeline.SampleSpec:
   """What the top-down transforms need from ``config.dataset`` and ``config.augment``."""
   d, a = config.dataset, config.augment
-  skeleton = kp.skeleton_for(config.model.num_joints)
+  keypoint_set = kp.from_config(config)
   return pipeline.SampleSpec(
-      tuple(d.image_size), tuple(d.heatmap_size), float(d.sigma), skeleton['flip_pairs'],
-      skeleton['upper_body_ids'], a.scale_factor, a.rotation_factor, a.rotation_prob,
-      float(a.flip), a.half_body_prob, a.num_joints_half_body)
+      tuple(d.image_size), tuple(d.heatmap_size), float(d.sigma), keypoint_set.flip_pairs,
+      keypoint_set.upper_body_ids, a.scale_factor, a.rotation_factor, a.rotation_prob,
+      float(a.flip), a.half_body_prob, a.num_joints_half_body,
+      keypoint_set.joint_weights)
 
 
-def eval_dataset(config: ml_collections.ConfigDict) -> tuple[tf.data.Dataset, int]:
-  """This process's batches of person crops of the val split, and the number of boxes.
+def eval_dataset(config: ml_collections.ConfigDict, split: coco.Split | None = None
+                 ) -> tuple[tf.data.Dataset, coco.Instances | None, int]:
+  """This process's batches of person crops of the val split, their instances (None from
+  TFDS shards) and the number of boxes.
 
   Boxes are the ground truth (``test.use_gt_bbox``) or the detections of ``test.bbox_file``
   above ``test.image_thre``, as the official recipe.
@@ -145,20 +152,21 @@ def eval_dataset(config: ml_collections.ConfigDict) -> tuple[tf.data.Dataset, in
     tfds_source.check_split(builder, d.val_split)
     n = int(tfds_source.people_per_example(builder)[d.val_split].sum())
     ds = tfds_source.eval_dataset(d.tfds_data_dir, d.val_split, spec, test.batch_size, **where)
-    return ds, n
-  root = datasets.dataset_root(d)
+    return ds, None, n
+  split = split or val_split(config)
   if test.use_gt_bbox:
-    instances = coco.load_ground_truth(root, d.val_split, aspect_ratio=spec.aspect_ratio,
+    instances = coco.load_ground_truth(split, aspect_ratio=spec.aspect_ratio,
                                        num_joints=config.model.num_joints,
                                        padding=d.box_padding)
   else:
+    root = datasets.dataset_root(d)
     bbox_file = test.bbox_file if os.path.isabs(test.bbox_file) else os.path.join(
         root, test.bbox_file)
-    instances = coco.load_detections(bbox_file, root, d.val_split,
-                                     aspect_ratio=spec.aspect_ratio,
+    instances = coco.load_detections(bbox_file, split, aspect_ratio=spec.aspect_ratio,
                                      num_joints=config.model.num_joints,
                                      score_threshold=test.image_thre, padding=d.box_padding)
-  return pipeline.eval_dataset(instances, spec, test.batch_size, **where), len(instances)
+  return (pipeline.eval_dataset(instances, spec, test.batch_size, **where), instances,
+          len(instances))
 
 
 class TopDownVal(ValSource):
@@ -168,21 +176,42 @@ class TopDownVal(ValSource):
     self.config, self.mesh = config, mesh
     sharding.check_batch_size(config.test.batch_size)  # before reading every box
     self.split = self.config.dataset.val_split
-    self.dataset, self.num_boxes = eval_dataset(self.config)
-    self.annotation_file = annotation_file(self.config)
+    data = val_split(config)
+    self.ground_truth = data.data
+    self.dataset, self.instances, self.num_boxes = eval_dataset(self.config, data)
     self.predictor = None
 
   def crop_keypoints(self, variables: Any) -> dict[str, np.ndarray]:
-    """keypoints (N, K, 3), center, scale, score and image_id of every val box."""
+    """keypoints (N, K, 3), center, scale, score, index (the box's row), image_id and
+    annotation_id (0 for a detection) of every val box."""
     if self.predictor is None:
       self.predictor = predictors.TopDownPredictor(self.config, variables, self.mesh)
     self.predictor.set_variables(variables)
-    parts = [self.predictor.crop_keypoints(b) for b in self.dataset.as_numpy_iterator()]
+    parts = []
+    try:
+      for batch in self.dataset.as_numpy_iterator():
+        if self.instances is not None:  # ids of any size, looked up on the host by row
+          del batch['image_id']
+        parts.append(self.predictor.crop_keypoints(batch))
+    except tf.errors.OpError:
+      bad = [] if self.instances is None else pipeline.find_bad_images(
+          self.instances.image_paths)
+      if bad:
+        raise pipeline.DataError('; '.join(f'{path}: cannot read or decode the image ({why})'
+                                           for path, why in bad[:5])) from None
+      raise
     if not parts:
       raise errors.UserError('the evaluation set is empty: no person boxes to evaluate')
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    found = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    if self.instances is not None:
+      found['image_id'] = self.instances.image_ids[found['index']]
+      found['annotation_id'] = self.instances.annotation_ids[found['index']]
+    elif 'image_id' not in found:
+      raise errors.UserError('image ids of the TFDS shards must lie in [0, 2^31): use '
+                             "config.dataset.source='folder' for larger ids")
+    return found
 
-  def predict(self, variables: Any) -> ValPredictions:
+  def predict_split(self, variables: Any) -> ValPredictions:
     start = time.time()
     found = self.crop_keypoints(variables)
     seconds = time.time() - start
@@ -200,7 +229,8 @@ def coco_results(config: ml_collections.ConfigDict,
   test = config.test
   return evaluation.keypoint_results(
       found['keypoints'], found['score'], found['image_id'], found['center'], found['scale'],
-      in_vis_thre=test.in_vis_thre, oks_thre=test.oks_thre, soft_nms=test.soft_nms)
+      in_vis_thre=test.in_vis_thre, oks_thre=test.oks_thre, soft_nms=test.soft_nms,
+      sigmas=kp.from_config(config).sigmas)
 
 
 class TopDownTask(Task):
@@ -234,7 +264,7 @@ class TopDownTask(Task):
             start_step=start_step, process_index=process_index,
             process_count=process_count).as_numpy_iterator()
       return TrainingData(count, 'people', open_tfds)
-    instances = coco.load_ground_truth(datasets.dataset_root(d), d.train_split,
+    instances = coco.load_ground_truth(datasets.read_split(c, d.train_split),
                                        aspect_ratio=spec.aspect_ratio,
                                        num_joints=c.model.num_joints, padding=d.box_padding)
     return folder_data(c, instances, spec, 'people')
@@ -254,21 +284,17 @@ def bottom_up_spec(config: ml_collections.ConfigDict) -> bottom_up_pipeline.Bott
   if d.input_size % 4:
     raise errors.ConfigError(f'config.dataset.input_size must be a multiple of 4 (outputs at '
                              f'1/4 and 1/2); got {d.input_size}')
-  num_joints = config.model.num_joints
+  keypoint_set = kp.from_config(config)
   return bottom_up_pipeline.BottomUpSpec(
-      int(d.input_size), num_joints, kp.skeleton_for(num_joints)['flip_pairs'],
+      int(d.input_size), keypoint_set.num_joints, keypoint_set.flip_pairs,
       float(d.sigma), int(d.max_num_people), float(a.min_scale), float(a.max_scale),
       float(a.max_rotation), float(a.max_translate), float(a.flip))
 
 
 def read_rgb(path: str) -> np.ndarray:
-  """An image file as uint8 (H, W, 3) RGB, or an error naming the file."""
-  try:
-    return tf.io.decode_image(tf.io.read_file(path), channels=3,
-                              expand_animations=False).numpy()
-  except (tf.errors.OpError, ValueError) as e:
-    message = e.message.splitlines()[0] if hasattr(e, 'message') else str(e)
-    raise pipeline.DataError(f'{path}: cannot read or decode the image ({message})') from None
+  """An image file as uint8 (H, W, 3) RGB, the pixels of the training and evaluation
+  pipelines, or an error naming the file (``pipeline.read_rgb``)."""
+  return pipeline.read_rgb(path)
 
 
 class BottomUpVal(ValSource):
@@ -282,22 +308,21 @@ class BottomUpVal(ValSource):
   def __init__(self, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh):
     self.config, self.mesh = config, mesh
     self.split = self.config.dataset.val_split
-    self.annotation_file = annotation_file(self.config)
-    images = coco.read_json(self.annotation_file).get('images', [])
+    data = val_split(config)
+    self.ground_truth = data.data
+    images = sorted(data.images, key=lambda i: i['id'])
     if not images:
-      raise errors.UserError(f'{self.annotation_file}: no images to evaluate')
-    folder = coco.image_dir(datasets.dataset_root(self.config.dataset), self.split)
-    images = sorted(images, key=lambda i: i['id'])
+      raise errors.UserError(f'{data.source}: no images to evaluate')
+    self.image_ids = np.array([i['id'] for i in images], np.int64)  # every process's
     self.num_images = len(images)
     mine = images[jax.process_index()::jax.process_count()]
-    self.paths = [os.path.join(folder, i['file_name']) for i in mine]
-    self.image_ids = [int(i['id']) for i in mine]
+    self.paths = [i['path'] for i in mine]
     # The annotated (height, width) plan the batches; a wrong one costs only speed.
     self.shapes = [(int(i['height']), int(i['width'])) if 'height' in i and 'width' in i
                    else None for i in mine]
     self.predictor = None
 
-  def predict(self, variables: Any) -> ValPredictions:
+  def predict_split(self, variables: Any) -> ValPredictions:
     start = time.time()
     if self.predictor is None:
       self.predictor = predictors.BottomUpPredictor(self.config, variables, self.mesh)
@@ -308,21 +333,22 @@ class BottomUpVal(ValSource):
     keypoints = np.zeros((share, cap, k, 3), np.float64)
     scores = np.zeros((share, cap), np.float64)
     counts = np.zeros((share,), np.int32)
-    ids = np.full((share,), -1, np.int64)
+    rows = np.full((share,), -1, np.int32)  # rows of self.image_ids: any id fits through
     found = self.predictor.predict_images(
         [functools.partial(read_rgb, path) for path in self.paths], self.shapes)
-    for i, ((people, person_scores), image_id) in enumerate(zip(found, self.image_ids)):
+    for i, (people, person_scores) in enumerate(found):
       n = min(len(people), cap)
       keypoints[i, :n], scores[i, :n] = people[:n], person_scores[:n]
-      counts[i], ids[i] = n, image_id
+      counts[i], rows[i] = n, jax.process_index() + i * jax.process_count()
     if jax.process_count() > 1:
-      keypoints, scores, counts, ids = (
+      keypoints, scores, counts, rows = (
           np.concatenate(list(x)) for x in multihost_utils.process_allgather(
-              (keypoints, scores, counts, ids)))
+              (keypoints, scores, counts, rows)))
     results = []
-    for person_keypoints, person_scores, n, image_id in zip(keypoints, scores, counts, ids):
-      if image_id >= 0:
-        results += bottom_up.results_for_image(image_id, person_keypoints[:n], person_scores[:n])
+    for person_keypoints, person_scores, n, row in zip(keypoints, scores, counts, rows):
+      if row >= 0:
+        results += bottom_up.results_for_image(self.image_ids[row], person_keypoints[:n],
+                                               person_scores[:n])
     return ValPredictions(results, f'{self.num_images} images, predicted in '
                                    f'{time.time() - start:.1f} s, {len(results)} people')
 
@@ -354,7 +380,7 @@ class BottomUpTask(Task):
           "bottom-up training reads COCO-format folders: config.dataset.source 'tfds' is "
           "top-down only; use 'folder' or 'synthetic'")
     spec = bottom_up_spec(c)
-    images = coco.load_people_images(datasets.dataset_root(d), d.train_split,
+    images = coco.load_people_images(datasets.read_split(c, d.train_split),
                                      num_joints=c.model.num_joints)
     return folder_data(c, images, spec, 'images', bottom_up_pipeline.train_dataset)
 

@@ -144,8 +144,8 @@ def training_sample(contents, index, height, width, seed, spec: BottomUpSpec,
   center, scale, rotation, flip = augment_params(height, width, seed, spec)
   scale2 = tf.stack([scale, scale])
   size = spec.input_size
-  image = transforms.warp_jpeg(contents, transforms.affine_matrix(center, scale2, rotation,
-                                                                  (size, size)), (size, size))
+  image = transforms.warp_encoded(contents, transforms.affine_matrix(center, scale2, rotation,
+                                                                     (size, size)), (size, size))
   image = tf.cond(flip, lambda: tf.reverse(image, [1]), lambda: image)
   matrices = [transforms.affine_matrix(center, scale2, rotation, (s, s))
               for s in spec.output_sizes]

@@ -49,3 +49,19 @@ def dataset_root(d: ml_collections.ConfigDict) -> str:
       if not tf.io.gfile.exists(coco.annotation_path(root, 'val')):
         raise
   return root
+
+
+def read_split(config: ml_collections.ConfigDict, split: str) -> coco.Split:
+  """The split ``split`` of a config's dataset (folder or synthetic), read as its format says.
+
+  A missing image is an error naming it, or with ``dataset.skip_bad_images`` left out and
+  reported here, before any step runs.
+  """
+  d = config.dataset
+  data = coco.read_split(dataset_root(d), split, annotations=d.get('annotations', ''),
+                         format=d.get('format', 'coco'), num_joints=config.model.num_joints,
+                         skip_missing=d.skip_bad_images)
+  if data.skipped:
+    print(f'{data.source}: left out {len(data.skipped)} image(s) not found (skip_bad_images), '
+          f'e.g. {data.skipped[0]}', flush=True)
+  return data

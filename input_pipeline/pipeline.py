@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import re
 from typing import Iterator, Sequence
 import weakref
 
@@ -43,14 +44,11 @@ class SampleSpec:
   flip_prob: float = 0.5
   half_body_prob: float = 0.3
   num_joints_half_body: int = 8
+  joint_weights: tuple[float, ...] = ()  # per-joint loss weights; () = all 1
 
   @property
   def aspect_ratio(self) -> float:
     return self.image_size[0] / self.image_size[1]
-
-
-def _decode(path: tf.Tensor) -> tf.Tensor:
-  return tf.io.decode_jpeg(tf.io.read_file(path), channels=3)  # RGB, EXIF ignored like cv2
 
 
 def augment_params(keypoints, center, scale, seed, spec: SampleSpec):
@@ -118,13 +116,14 @@ def _instance_tensors(instances: Instances) -> dict[str, tf.Tensor]:
 
 
 def training_sample(contents, keypoints, center, scale, seed, spec: SampleSpec):
-  """Random draws from ``seed`` (2 int64), then the windowed decode and warp of one JPEG.
+  """Random draws from ``seed`` (2 int64), then the decode and warp of one encoded image
+  (a JPEG: only the window the warp reads).
 
   Returns the warped image (0..255) and the transformed keypoints (float64); targets and
   normalisation follow once per batch (``finish_training_batch``).
   """
   center, scale, rotation, flip = augment_params(keypoints, center, scale, seed, spec)
-  sample = transforms.jpeg_warp_and_target(
+  sample = transforms.encoded_warp_and_target(
       contents, keypoints, center, scale, rotation, flip, image_size=spec.image_size,
       heatmap_size=spec.heatmap_size, sigma=spec.sigma, flip_pairs=spec.flip_pairs,
       with_targets=False)
@@ -139,6 +138,8 @@ def finish_training_batch(spec: SampleSpec):
     heatmaps, weight = transforms.gaussian_targets(
         keypoints, image_size=spec.image_size, heatmap_size=spec.heatmap_size,
         sigma=spec.sigma)
+    if spec.joint_weights:  # the official USE_DIFFERENT_JOINTS_WEIGHT
+      weight = weight * tf.constant(spec.joint_weights, weight.dtype)
     return transforms.normalize(image), heatmaps, weight[..., None]
 
   def finish(batch):
@@ -207,9 +208,9 @@ def eval_dataset(instances: Instances, spec: SampleSpec, global_batch: int, *,
 
 
 def eval_sample(contents, center, scale, spec: SampleSpec) -> tf.Tensor:
-  """The warped box of one JPEG, without augmentation (0..255)."""
+  """The warped box of one encoded image, without augmentation (0..255)."""
   matrix = transforms.affine_matrix(center, scale, 0.0, spec.image_size)
-  return transforms.warp_jpeg(contents, matrix, spec.image_size)
+  return transforms.warp_encoded(contents, matrix, spec.image_size)
 
 
 def batch_and_normalize(ds: tf.data.Dataset, local_batch: int) -> tf.data.Dataset:
@@ -221,14 +222,30 @@ def batch_and_normalize(ds: tf.data.Dataset, local_batch: int) -> tf.data.Datase
                 num_parallel_calls=AUTOTUNE, deterministic=True).prefetch(AUTOTUNE)
 
 
+def _reason(error: Exception) -> str:
+  """The first line of a read or decode error's message, without TF's op and function names."""
+  message = error.message if isinstance(error, tf.errors.OpError) else str(error)
+  line = next((line for line in message.splitlines() if line.strip()), type(error).__name__)
+  return re.sub(r'\{\{function_node [^}]*\}\}\s*|\s*\[Op:.*$', '', line)
+
+
+def read_rgb(path: str) -> np.ndarray:
+  """An image file (any format cv2 reads) as uint8 (H, W, 3) RGB, the pixels the pipelines
+  use, or a DataError naming the file."""
+  try:
+    return transforms.decode(tf.io.read_file(path)).numpy()
+  except (tf.errors.OpError, ValueError) as e:
+    raise DataError(f'{path}: cannot read or decode the image ({_reason(e)})') from None
+
+
 def find_bad_images(paths: Sequence[str]) -> list[tuple[str, str]]:
-  """(path, reason) for each file that cannot be read or decoded as a JPEG."""
+  """(path, reason) for each file that cannot be read or decoded as an image."""
   bad = []
   for path in dict.fromkeys(str(p) for p in paths):
     try:
-      _decode(tf.constant(path)).numpy()
+      transforms.decode(tf.io.read_file(path))
     except (tf.errors.OpError, ValueError) as e:
-      bad.append((path, e.message.splitlines()[0] if hasattr(e, 'message') else str(e)))
+      bad.append((path, _reason(e)))
   return bad
 
 

@@ -2,7 +2,8 @@
 
 ``prepare(manual_dir, data_dir)`` turns a COCO-format folder (COCO itself, a converted
 dataset or the synthetic set) into TFDS shards: one example per image with people, holding
-the original JPEG bytes (not re-encoded) and the people that ``coco.labelled_people`` keeps.
+the original image bytes (JPEG, PNG, ...: not re-encoded; decoded as the folder pipeline does)
+and the people that ``coco.labelled_people`` keeps.
 ``data_dir`` may be a gs:// path, so a pod reads few large files instead of many JPEGs.
 
 Shards are read as a stream, so sampling differs from the folder pipeline (which draws any
@@ -71,18 +72,17 @@ class PersonKeypoints(tfds.core.GeneratorBasedBuilder):
     return {split: self._generate_examples(root, split) for split in splits}
 
   def _generate_examples(self, root: str, split: str):
-    folder = coco.image_dir(root, split)
     by_image: dict[int, list] = {}
     for person in coco.labelled_people(root, split, num_joints=self.NUM_JOINTS):
-      by_image.setdefault(person[0]['id'], []).append(person)
+      by_image.setdefault(person.image['id'], []).append(person)
     for image_id, people in by_image.items():
-      image = people[0][0]
+      image = people[0].image
       yield image_id, {
-          'image': os.path.join(folder, image['file_name']),
+          'image': image['path'],
           'image_id': image_id,
           'file_name': image['file_name'],
-          'people': [{'id': pid, 'box': np.asarray(box, np.float64), 'keypoints': keypoints,
-                      'area': area} for _, pid, box, keypoints, area in people],
+          'people': [{'id': p.id, 'box': np.asarray(p.box, np.float64),
+                      'keypoints': p.keypoints, 'area': p.area} for p in people],
       }
 
 
@@ -165,7 +165,7 @@ def _examples(builder, subsplit: str, file_order_seed=None,
               cycle_length: int = 4) -> tf.data.Dataset:
   """The serialized-and-parsed examples of ``subsplit``, files in a seeded order if asked.
 
-  Images stay encoded (SkipDecoding): the warp decodes only the window it reads.
+  Images stay encoded (SkipDecoding): the warp decodes a JPEG's window only (other formats whole).
   """
   instructions = builder.info.splits[subsplit].file_instructions
   files = {'filename': tf.constant([os.fspath(i.filename) for i in instructions]),

@@ -1,8 +1,15 @@
-"""Top-down sample transforms as TF ops: affine warps, flips, half body, heatmap targets.
+"""Top-down sample transforms as TF ops: image decoding, affine warps, flips, half body,
+heatmap targets.
 
 Each function follows one function of the official ``JointsDataset``/``transforms.py`` and
-works eagerly and inside ``tf.data`` (no Python per-sample code). Sizes are (width, height)
-as in the official configs; images are HWC; keypoints are (K, 3) rows of x, y, visibility.
+works eagerly and inside ``tf.data`` (no Python per-sample code for JPEGs). Sizes are
+(width, height) as in the official configs; images are HWC; keypoints are (K, 3) rows of x, y,
+visibility.
+
+Images are read as the official ``cv2.imread(path, IMREAD_COLOR | IMREAD_IGNORE_ORIENTATION)``
+converted to RGB, everywhere (training, evaluation, the demo): JPEGs by TF with libjpeg's
+accurate integer IDCT, which is cv2's (TF's default IDCT differs from it by up to 19 grey
+levels on real photos), other formats by cv2 itself. EXIF orientation is ignored.
 """
 
 from __future__ import annotations
@@ -10,12 +17,16 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+import cv2
+import numpy as np
 import tensorflow as tf
 
 from hrnet_jax import keypoints as kp
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# libjpeg's JDCT_ISLOW, the IDCT cv2 decodes with: equal to cv2 bit for bit on real photos.
+JPEG_DCT_METHOD = 'INTEGER_ACCURATE'
 
 
 def _f64(x) -> tf.Tensor:
@@ -80,18 +91,19 @@ def _source_coordinates(inverse, out_w: int, out_h: int):
 
 
 @tf.function(jit_compile=True)
-def _bilinear_taps(source, height, width):
+def _bilinear_taps(source, height, width, origin):
   """Row-major indices (4, h, w) of each output pixel's four taps, their fractions and
   whether each tap lies inside the image (one XLA kernel).
 
   ``source`` comes in stored: computed in this kernel, XLA may evaluate it twice with
   different FMA contraction, and a floor of 131 could meet a fraction taken from 132.0.
+  The image's pixel (0, 0) sits at ``origin`` (x, y: whole numbers) of ``source``'s frame.
   """
   x0, y0 = tf.floor(source[0]), tf.floor(source[1])
   fx, fy = source[0] - x0, source[1] - y0
   # Clip far-away taps before the int cast; a tap outside the image reads 0 (cv2's border).
-  x0 = tf.cast(tf.clip_by_value(x0, -2.0, tf.cast(width, tf.float32)), tf.int32)
-  y0 = tf.cast(tf.clip_by_value(y0, -2.0, tf.cast(height, tf.float32)), tf.int32)
+  x0 = tf.cast(tf.clip_by_value(x0 - origin[0], -2.0, tf.cast(width, tf.float32)), tf.int32)
+  y0 = tf.cast(tf.clip_by_value(y0 - origin[1], -2.0, tf.cast(height, tf.float32)), tf.int32)
   tap_x, tap_y = tf.stack([x0, x0 + 1, x0, x0 + 1]), tf.stack([y0, y0, y0 + 1, y0 + 1])
   inside = (tap_x >= 0) & (tap_x < width) & (tap_y >= 0) & (tap_y < height)
   index = (tf.clip_by_value(tap_y, 0, height - 1) * width +
@@ -114,7 +126,7 @@ def _bilinear_blend(flat, index, fx, fy, inside):
   return tf.round(top + fy * (low - top))  # cv2 writes uint8
 
 
-def warp_image(image, matrix, output_size: Sequence[int]) -> tf.Tensor:
+def warp_image(image, matrix, output_size: Sequence[int], origin=(0, 0)) -> tf.Tensor:
   """``cv2.warpAffine(image, matrix, output_size, flags=INTER_LINEAR)``, zero border, float32.
 
   ``matrix`` maps image to output pixels; pixel centres sit at integer coordinates, and a
@@ -122,6 +134,9 @@ def warp_image(image, matrix, output_size: Sequence[int]) -> tf.Tensor:
   Rounded to whole grey levels like cv2's uint8 output (then equal to it to within 0.001
   grey levels on average, on noise images too). Runs as three XLA kernels, compiled once
   per output size and bucket of image sizes (3x faster than TF kernels on a CPU).
+  ``image`` may be a window of the image ``matrix`` maps, its top-left pixel at ``origin``
+  (x, y); the result is then that of the whole image, bit for bit, if the window holds every
+  pixel the warp reads.
   """
   image = tf.convert_to_tensor(image)
   shape = tf.shape(image)
@@ -130,15 +145,69 @@ def warp_image(image, matrix, output_size: Sequence[int]) -> tf.Tensor:
   flat = tf.pad(flat, [[0, _bucket_rows(rows) - rows], [0, 0]])
   inverse = tf.cast(_inverse(matrix), tf.float32)
   source = _source_coordinates(inverse, int(output_size[0]), int(output_size[1]))
-  return _bilinear_blend(flat, *_bilinear_taps(source, shape[0], shape[1]))
+  origin = tf.cast(origin, tf.float32)
+  return _bilinear_blend(flat, *_bilinear_taps(source, shape[0], shape[1], origin))
+
+
+def _cv2_rgb(data: bytes) -> np.ndarray:
+  """The official read of encoded bytes: cv2's 8-bit colour decode, EXIF ignored, as RGB."""
+  if isinstance(data, np.ndarray):  # eager tf.numpy_function passes a 0-d object array
+    data = data.item()
+  try:
+    image = cv2.imdecode(np.frombuffer(data, np.uint8),
+                         cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+  except cv2.error:  # an empty file, for one
+    image = None
+  if image is None:
+    raise ValueError('not an image that opencv can decode')  # InvalidArgumentError in TF
+  return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _decode_with_cv2(contents) -> tf.Tensor:
+  """``_cv2_rgb`` as a TF op: uint8 (H, W, 3)."""
+  contents = tf.convert_to_tensor(contents, tf.string)  # raw bytes would lose trailing NULs
+  image = tf.numpy_function(_cv2_rgb, [contents], tf.uint8, stateful=False)
+  return tf.ensure_shape(image, [None, None, 3])
+
+
+def is_windowed(contents) -> tf.Tensor:
+  """Whether TF decodes ``contents`` (window by window): a JPEG, unless CMYK (TF's CMYK to
+  RGB rounds otherwise than cv2's); cv2 decodes the rest."""
+  return tf.cond(tf.io.is_jpeg(contents),
+                 lambda: tf.io.extract_jpeg_shape(contents)[2] != 4,
+                 lambda: tf.constant(False))
+
+
+def decode(contents) -> tf.Tensor:
+  """An encoded image (any format cv2 reads) as uint8 (H, W, 3) RGB, as TF ops.
+
+  JPEGs: TF with cv2's IDCT; other formats: cv2 itself. Equal to the official
+  ``cv2.imread(path, IMREAD_COLOR | IMREAD_IGNORE_ORIENTATION)`` converted to RGB.
+  """
+  contents = tf.convert_to_tensor(contents, tf.string)
+  return tf.cond(is_windowed(contents),
+                 lambda: tf.io.decode_jpeg(contents, channels=3, dct_method=JPEG_DCT_METHOD),
+                 lambda: _decode_with_cv2(contents))
+
+
+def decode_image(data: bytes) -> np.ndarray:
+  """The whole image of encoded ``data`` as uint8 (H, W, 3) RGB: the pixels the pipelines use."""
+  return decode(tf.constant(bytes(data), tf.string)).numpy()
+
+
+def warp_encoded(contents, matrix, output_size: Sequence[int]) -> tf.Tensor:
+  """``warp_image`` of an encoded image: a JPEG's window (``warp_jpeg``), else the whole image."""
+  return tf.cond(is_windowed(contents), lambda: warp_jpeg(contents, matrix, output_size),
+                 lambda: warp_image(_decode_with_cv2(contents), matrix, output_size))
 
 
 def warp_jpeg(contents, matrix, output_size: Sequence[int], shape=None) -> tf.Tensor:
   """``warp_image`` of an encoded JPEG, decoding only the window the warp reads.
 
-  The window gets a 2-pixel margin: a cropped decode differs from a full one only on its
-  outermost pixels, so the pixels used are those of the full decode. ``shape`` is the
-  JPEG's ``extract_jpeg_shape`` where the caller has it already.
+  The window holds every pixel the warp reads, with a 2-pixel margin (a cropped decode may
+  differ from a full one on its outermost pixels; with cv2's IDCT none did in the tests), so
+  the result is ``warp_image`` of the whole ``decode``, bit for bit. ``shape`` is the JPEG's
+  ``extract_jpeg_shape`` where the caller has it already.
   """
   shape = tf.io.extract_jpeg_shape(contents) if shape is None else shape
   height, width = tf.cast(shape[0], tf.float64), tf.cast(shape[1], tf.float64)
@@ -152,9 +221,8 @@ def warp_jpeg(contents, matrix, output_size: Sequence[int], shape=None) -> tf.Te
   low = tf.clip_by_value(tf.floor(tf.reduce_min(src, 0)) - 2.0, 0.0, high)
   size = high - low + 1.0
   window = tf.cast(tf.stack([low[1], low[0], size[1], size[0]]), tf.int32)
-  crop = tf.io.decode_and_crop_jpeg(contents, window, channels=3)
-  shift = tf.concat([tf.eye(2, dtype=tf.float64), low[:, None]], axis=1)  # crop -> image
-  return warp_image(crop, _compose(_f64(matrix), shift), output_size)
+  crop = tf.io.decode_and_crop_jpeg(contents, window, channels=3, dct_method=JPEG_DCT_METHOD)
+  return warp_image(crop, matrix, output_size, origin=low)
 
 
 def gaussian_targets(keypoints, *, image_size: Sequence[int], heatmap_size: Sequence[int],
@@ -197,18 +265,33 @@ def gaussian_targets(keypoints, *, image_size: Sequence[int], heatmap_size: Sequ
 
 def warp_and_target(image, keypoints, center, scale, rotation, flip, *,
                     image_size: Sequence[int], heatmap_size: Sequence[int], sigma: float,
-                    flip_pairs) -> dict[str, tf.Tensor]:
+                    flip_pairs, with_targets: bool = True) -> dict[str, tf.Tensor]:
   """One training sample as the official pipeline makes it, after the random draws.
 
   image (H, W, 3); keypoints (K, 3) in the original image (visibility > 0 means labelled);
   center, scale (2,) of the box; rotation in degrees; flip a bool. Returns ``image``
   (h, w, 3) float32 in 0..255 (not normalised), ``keypoints`` (K, 3) transformed with 0/1
-  visibility, ``heatmaps`` (h/4, w/4, K) and ``target_weight`` (K, 1).
+  visibility, ``heatmaps`` (h/4, w/4, K) and ``target_weight`` (K, 1). ``with_targets``:
+  as ``jpeg_warp_and_target``.
   """
   image = tf.convert_to_tensor(image)
   return _transform_sample(lambda m: warp_image(image, m, image_size), tf.shape(image)[1],
                            keypoints, center, scale, rotation, flip, image_size=image_size,
-                           heatmap_size=heatmap_size, sigma=sigma, flip_pairs=flip_pairs)
+                           heatmap_size=heatmap_size, sigma=sigma, flip_pairs=flip_pairs,
+                           with_targets=with_targets)
+
+
+def encoded_warp_and_target(contents, keypoints, center, scale, rotation, flip, *,
+                            image_size: Sequence[int], heatmap_size: Sequence[int],
+                            sigma: float, flip_pairs,
+                            with_targets: bool = True) -> dict[str, tf.Tensor]:
+  """``warp_and_target`` of an encoded image: a JPEG's window (``jpeg_warp_and_target``),
+  other formats decoded whole."""
+  args = (keypoints, center, scale, rotation, flip)
+  kwargs = dict(image_size=image_size, heatmap_size=heatmap_size, sigma=sigma,
+                flip_pairs=flip_pairs, with_targets=with_targets)
+  return tf.cond(is_windowed(contents), lambda: jpeg_warp_and_target(contents, *args, **kwargs),
+                 lambda: warp_and_target(_decode_with_cv2(contents), *args, **kwargs))
 
 
 def jpeg_warp_and_target(contents, keypoints, center, scale, rotation, flip, *,

@@ -114,11 +114,9 @@ def frames(input_path: str) -> tuple[str, Iterator[tuple[int, str, np.ndarray]],
 
 
 def read_image(path: str) -> np.ndarray:
-  """A BGR image, or a clear error for a file opencv cannot decode."""
-  image = cv2.imread(path, cv2.IMREAD_COLOR)
-  if image is None:
-    raise errors.UserError(f'{path}: not a readable image')
-  return image
+  """A BGR image with the pixels evaluation reads (``tasks.read_rgb``: EXIF orientation
+  ignored, as officially), or an error naming the file."""
+  return cv2.cvtColor(tasks.read_rgb(path), cv2.COLOR_RGB2BGR)
 
 
 def progress(done: int, total: int, start: float, what: str) -> None:
@@ -171,8 +169,8 @@ def main(argv: list[str]) -> int:
                       boxes if _BOXES.value else None, box_scores)
     for (image_id, name, frame), people in zip(chunk, found):
       shown = people.scores >= _PERSON_THRESHOLD.value
-      drawn = drawing.draw_people(frame, people.as_array()[shown], _THRESHOLD.value,
-                                  people.boxes[shown] if _BOXES.value else None)
+      drawn = drawing.draw_people(frame, people.as_array()[shown], predictor.keypoint_set,
+                                  _THRESHOLD.value, people.boxes[shown] if _BOXES.value else None)
       if kind == 'video':
         if writer is None:
           writer = cv2.VideoWriter(output, cv2.VideoWriter_fourcc(*'mp4v'), fps,

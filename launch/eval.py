@@ -1,4 +1,5 @@
-r"""Runs the evaluators of a config (config.evals) on a model: COCOeval of its val split.
+r"""Runs the evaluators of a config (config.evals) on a model: its dataset's metric of the val
+split (COCOeval, MPII PCKh, CrowdPose AP or PoseTrack18 mAP; docs/evaluation.md).
 
 The val split is predicted as the official test of the model's kind (top-down HRNet: person
 boxes, flip test, official decoding, OKS NMS; bottom-up HigherHRNet: whole images, flip test,
@@ -10,7 +11,8 @@ python launch/eval.py --config=configs/coco_w32.py --init_from=CONVERTED_DIR --w
 The first form reads DIR/config.json (written by launch/train.py) and a checkpoint of
 DIR/checkpoints/ (or DIR/best/). The second evaluates converted official weights (a folder
 of launch/convert_weights.py, or the official .pth itself). Results and metrics go to
-DIR/eval/: <split>_keypoints_results.json (COCO results format) and <split>_metrics.json.
+DIR/eval/: <split>_keypoints_results.json (COCO results format) and <split>_metrics.json
+(MPII PCKh: <split>_mpii_predictions.json and <split>_pckh.json).
 """
 
 from __future__ import annotations

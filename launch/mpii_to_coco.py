@@ -3,7 +3,8 @@ r"""Converts MPII annotations in the official json layout to a COCO-format keypo
 python launch/mpii_to_coco.py --input=mpii/annot/valid.json --images=mpii/images \
     --output=mpii/annotations/person_keypoints_valid.json
 
-The output is read by the COCO-format pipeline with 16 joints (config.model.num_joints=16).
+Training and evaluation read the official json directly (configs/mpii_w32_256x256.py); this
+file is for other tools. Each annotation keeps the official crop as center and scale.
 """
 
 from __future__ import annotations

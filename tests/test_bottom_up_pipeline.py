@@ -64,6 +64,7 @@ def folder(tmp_path_factory):
                  'keypoints': [0] * 51, 'num_keypoints': 0, 'bbox': [w - 40, h - 30, 35, 20],
                  'area': 700.0, 'segmentation': uncompressed_rle(crowd)})
   images.append({'id': 11, 'file_name': 'none.jpg', 'height': 10, 'width': 10})  # no people
+  cv2.imwrite(os.path.join(root, 'train', 'none.jpg'), np.zeros((10, 10, 3), np.uint8))
   os.makedirs(os.path.join(root, 'annotations'))
   with open(coco.annotation_path(root, 'train'), 'w') as f:
     json.dump({'images': images, 'annotations': anns, 'categories': []}, f)
@@ -94,21 +95,29 @@ def test_people_images_keep_labelled_people_and_ignore_regions(folder):
 def test_people_images_errors_name_the_annotation(folder, tmp_path):
   root, anns = folder
   bad = [dict(a) for a in anns]
-  del bad[2]['segmentation']
+  del bad[2]['segmentation'], bad[2]['bbox']
   os.makedirs(tmp_path / 'annotations')
   os.symlink(os.path.join(root, 'train'), tmp_path / 'train')
   with open(coco.annotation_path(str(tmp_path), 'train'), 'w') as f:
     json.dump({'images': [{'id': 7, 'file_name': '7.jpg', 'height': 90, 'width': 120}],
                'annotations': bad[:4]}, f)
-  with pytest.raises(coco.DatasetError, match='annotation 3 .*"segmentation"'):
+  with pytest.raises(coco.DatasetError, match='annotation 3 .*"segmentation" or "bbox"'):
     coco.load_people_images(str(tmp_path), 'train')
+  bad[2]['bbox'] = [5, 5, 20, 15]  # no segmentation: its box is ignored instead
+  with open(coco.annotation_path(str(tmp_path), 'train'), 'w') as f:
+    json.dump({'images': [{'id': 7, 'file_name': '7.jpg', 'height': 90, 'width': 120}],
+               'annotations': bad[:4]}, f)
+  ignore = coco.load_people_images(str(tmp_path), 'train').ignore[0]
+  assert ignore[0] == [[5, 5, 25, 5, 25, 20, 5, 20]]  # the box, as a polygon
   with pytest.raises(coco.DatasetError, match='dataset folder not found'):
     coco.load_people_images(str(tmp_path / 'missing'), 'train')
 
 
 def official_sample(contents, joints, anns, seed, spec):
-  """The official chain on the tf-decoded image with the pipeline's own draws."""
-  image = tf.io.decode_jpeg(contents, channels=3).numpy()
+  """The official chain on the officially read image with the pipeline's own draws."""
+  image = cv2.cvtColor(cv2.imdecode(np.frombuffer(contents.numpy(), np.uint8),
+                                    cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION),
+                       cv2.COLOR_BGR2RGB)
   h, w = image.shape[:2]
   center, scale, rotation, flip = (np.asarray(v) for v in bottom_up_pipeline.augment_params(
       h, w, tf.constant(seed, tf.int64), spec))

@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from hrnet_jax import config_lib, errors, sharding, tasks, train_lib
+from hrnet_jax import config_lib, errors, evaluators, sharding, tasks, train_lib
 from input_pipeline import coco
+import test_real_datasets as real_datasets
 
 RECIPES = sorted(glob.glob(os.path.join(REPO, 'configs', '*.py')))
 
@@ -119,6 +120,13 @@ def reads(tmp_path_factory):
     # The predictor of the demo and the Python API.
     image = np.zeros((48, 40, 3), np.uint8)
     tasks.get_task(top_down).predictor(variables)([image])
+    # The other datasets' evaluators, built on their real samples.
+    for name in ('mpii', 'crowdpose', 'posetrack18'):
+      config = real_datasets.sample_config(name)
+      if name == 'mpii':
+        config.evals.pckh.headbox_file = str(work / 'gt_valid.mat')
+        real_datasets.write_gt_valid_mat(config.evals.pckh.headbox_file)
+      evaluators.from_config(config, tasks.get_task(config), sharding.data_mesh())
   return reads
 
 

@@ -58,9 +58,9 @@ class FixedPredictions(tasks.ValSource):
   """A val split whose predictions are given: what the network would have found."""
 
   def __init__(self, annotation_file, results):
-    self.annotation_file, self.split, self.results = annotation_file, 'val', results
+    self.ground_truth, self.split, self.results = coco.read_json(annotation_file), 'val', results
 
-  def predict(self, variables):
+  def predict_split(self, variables):
     del variables
     return tasks.ValPredictions(self.results, f'{len(self.results)} given people')
 
@@ -68,7 +68,7 @@ class FixedPredictions(tasks.ValSource):
 def score(config, found, annotations, workdir):
   """What launch/eval.py does after the network: rescoring, OKS NMS, COCOeval, the files."""
   evaluator = evaluators.CocoKeypoints(
-      FixedPredictions(annotations, tasks.coco_results(config, found)))
+      FixedPredictions(annotations, tasks.coco_results(config, found)), config)
   flat = evaluators.write({'coco': evaluator.run(None)}, workdir, step=0, verbose=False)
   return {k.split('/', 1)[1]: v for k, v in flat.items()}
 
@@ -172,8 +172,8 @@ def test_detection_boxes_through_the_eval_dataset(val_set, tmp_path):
   config = config_lib.override(config, {'test.use_gt_bbox': False,
                                         'test.bbox_file': str(bbox_file),
                                         'test.image_thre': 0.7})
-  ds, n = tasks.eval_dataset(config)
-  annotation_file = tasks.annotation_file(config)
+  ds, _, n = tasks.eval_dataset(config)
+  annotation_file = tasks.val_split(config).source
   assert n == (len(people) + 1) // 2
   batches = list(ds.as_numpy_iterator())
   scores = np.concatenate([b['score'][b['mask'] > 0] for b in batches])

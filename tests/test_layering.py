@@ -11,7 +11,7 @@ import re
 from conftest import REPO
 
 PACKAGES = ('hrnet_jax', 'input_pipeline')
-LEAVES = {'hrnet_jax.keypoints', 'hrnet_jax.errors'}  # import nothing from the project
+LEAVES = {'hrnet_jax.keypoints', 'hrnet_jax.errors'}  # import nothing but each other
 
 
 def project_modules() -> dict[str, str]:
@@ -49,7 +49,7 @@ def graph():
 def test_leaves_import_nothing_from_the_project():
   edges = graph()
   for leaf in LEAVES:
-    assert edges[leaf] == [], (leaf, edges[leaf])
+    assert {m for m, _ in edges[leaf]} <= LEAVES - {leaf}, (leaf, edges[leaf])
 
 
 def test_input_pipeline_imports_only_the_leaves_of_hrnet_jax():

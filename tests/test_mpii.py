@@ -94,5 +94,7 @@ def test_mpii_json_to_coco_reads_as_16_joint_people(tmp_path):
                           f'--input={source}', f'--output={out}'],
                          capture_output=True, text=True, timeout=120)
   assert again.returncode == 1 and 'refusing to overwrite' in again.stderr
-  with pytest.raises(KeyError, match="record 0 has no 'joints_vis'"):
+  with pytest.raises(ValueError, match=r'record 0 has joints of shape \(0,\)'):
     mpii_convert.to_coco([{'image': 'a.jpg', 'center': [0, 0], 'scale': 1, 'joints': []}])
+  with pytest.raises(ValueError, match="record 0 has no 'scale'"):
+    mpii_convert.to_coco([{'image': 'a.jpg', 'center': [0, 0]}])
