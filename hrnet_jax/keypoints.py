@@ -126,7 +126,7 @@ class KeypointSet:
   skeleton: tuple[tuple[int, int], ...]  # limbs, for drawing
   sigmas: tuple[float, ...]  # per-joint OKS sigmas (OKS NMS, COCOeval)
   upper_body_ids: tuple[int, ...]  # half-body augmentation: these against the others
-  joint_weights: tuple[float, ...] = ()  # per-joint loss weights; () = all 1
+  joint_weights: tuple[float, ...] = ()  # top-down per-joint loss weights; () = all 1
   grouping_order: tuple[int, ...] = ()  # bottom-up grouping order; () = index order
 
   @property
@@ -136,10 +136,6 @@ class KeypointSet:
   def flip_permutation(self) -> np.ndarray:
     """perm[k] is joint k's mirror joint."""
     return flip_permutation(self.num_joints, self.flip_pairs)
-
-  def weights(self) -> np.ndarray:
-    """(K,) float32 per-joint loss weights (ones when the set gives none)."""
-    return np.asarray(self.joint_weights or (1.0,) * self.num_joints, np.float32)
 
   def order(self) -> tuple[int, ...]:
     """The bottom-up grouping order of the joints."""
