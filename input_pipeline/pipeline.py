@@ -19,7 +19,6 @@ import numpy as np
 import tensorflow as tf
 
 from hrnet_jax import errors
-from hrnet_jax import keypoints as kp
 from input_pipeline import transforms
 from input_pipeline.coco import Instances
 
