@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 from collections.abc import Sequence
 
 import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from hrnet_jax import errors
+from hrnet_jax import errors, evaluation
 from hrnet_jax import keypoints as kp
 
 # The crowdpose-api's sigmas (cocoeval.py, COCOeval.computeOks, Jeff-sjtu/CrowdPose 86fe5e1),
@@ -109,14 +108,6 @@ class _CrowdPoseEval(COCOeval):
     self.stats = stats
 
 
-def _coco(dataset: dict) -> COCO:
-  """A pycocotools COCO of a dataset dict."""
-  coco = COCO()
-  coco.dataset = dataset
-  coco.createIndex()
-  return coco
-
-
 def _with_tool_areas(ground_truth: dict) -> dict:
   """A copy of the ground truth whose annotations have crowdpose-api's area, w * h * 0.53."""
   annotations = [dict(a, area=a['bbox'][2] * a['bbox'][3] * AREA_FACTOR)
@@ -147,16 +138,8 @@ def crowdpose_keypoint_eval(ground_truth: dict | str, results: list[dict],
   unchanged. Raises ``errors.UserError`` for empty results, result image ids absent from the
   ground truth, images without ``crowdIndex`` or keypoints not of ``len(sigmas)`` joints.
   """
-  name = ground_truth if isinstance(ground_truth, str) else 'the ground truth'
-  if isinstance(ground_truth, str):
-    with open(ground_truth) as f:
-      ground_truth = json.load(f)
-  if not results:
-    raise errors.UserError('no keypoint results to evaluate')
-  unknown = {r['image_id'] for r in results} - {image['id'] for image in ground_truth['images']}
-  if unknown:
-    raise errors.UserError(f'{len(unknown)} result image id(s) are not in {name}: '
-                           f'{_ids(unknown)}')
+  ground_truth, name = evaluation.read_ground_truth(ground_truth)
+  evaluation.check_results(results, ground_truth, 'the results', name)
   no_index = [image['id'] for image in ground_truth['images'] if 'crowdIndex' not in image]
   if no_index:
     raise errors.UserError(f'{len(no_index)} image(s) of {name} have no crowdIndex: '
@@ -169,7 +152,7 @@ def crowdpose_keypoint_eval(ground_truth: dict | str, results: list[dict],
     raise errors.UserError(f'keypoints of image(s) {_ids(wrong)} do not have {len(sigmas)} joints '
                            f'(x, y, v each), one per sigma')
   with contextlib.redirect_stdout(io.StringIO()) as printed:
-    truth = _coco(_with_tool_areas(ground_truth))
+    truth = evaluation.coco_of(_with_tool_areas(ground_truth))
     detections = truth.loadRes([dict(r) for r in results])
     crowd_eval = _CrowdPoseEval(truth, detections, sigmas, crowd_splits(ground_truth['images']))
     crowd_eval.evaluate()

@@ -129,20 +129,31 @@ def keypoint_results(keypoints, box_scores, image_ids, centers, scales, *,
   return results
 
 
-def ground_truth_coco(ground_truth: dict | str) -> COCO:
-  """A pycocotools ``COCO`` of an annotation dict or file; a missing ``area`` becomes the box's
-  w x h, as pycocotools' ``loadRes`` sizes boxes (PoseTrack18 has none)."""
-  if isinstance(ground_truth, str):
-    with open(ground_truth) as f:
-      ground_truth = json.load(f)
-  annotations = [a if 'area' in a or 'bbox' not in a else
-                 dict(a, area=float(a['bbox'][2]) * float(a['bbox'][3]))
-                 for a in ground_truth['annotations']]
+def read_ground_truth(ground_truth: dict | str) -> tuple[dict, str]:
+  """The annotation dict (given, or read from its file) and how messages name it."""
+  if not isinstance(ground_truth, str):
+    return ground_truth, 'the ground truth'
+  with open(ground_truth) as f:
+    return json.load(f), ground_truth
+
+
+def coco_of(dataset: dict) -> COCO:
+  """A pycocotools ``COCO`` of an annotation dict, built without its prints."""
   coco = COCO()
-  coco.dataset = dict(ground_truth, annotations=annotations)
+  coco.dataset = dataset
   with contextlib.redirect_stdout(io.StringIO()):
     coco.createIndex()
   return coco
+
+
+def check_results(results: list[dict], dataset: dict, source: str, where: str) -> None:
+  """Raises ``errors.UserError`` for no results or results of images not in ``dataset``."""
+  if not results:
+    raise errors.UserError(f'{source}: no keypoint results to evaluate')
+  unknown = sorted({r['image_id'] for r in results} - {i['id'] for i in dataset['images']})
+  if unknown:
+    raise errors.UserError(f'{source}: {len(unknown)} image id(s) are not in {where}: '
+                           f'{unknown[:10]}{" ..." if len(unknown) > 10 else ""}')
 
 
 def coco_keypoint_eval(ground_truth: dict | str, results: list[dict] | str,
@@ -157,14 +168,13 @@ def coco_keypoint_eval(ground_truth: dict | str, results: list[dict] | str,
   if isinstance(results, str):
     with open(results) as f:
       results = json.load(f)
-  if not results:
-    raise errors.UserError(f'{source}: no keypoint results to evaluate')
-  where = ground_truth if isinstance(ground_truth, str) else 'the ground truth'
-  ground_truth = ground_truth_coco(ground_truth)
-  unknown = sorted({r['image_id'] for r in results} - set(ground_truth.getImgIds()))
-  if unknown:
-    raise errors.UserError(f'{source}: {len(unknown)} image id(s) are not in {where}: '
-                           f'{unknown[:10]}{" ..." if len(unknown) > 10 else ""}')
+  dataset, where = read_ground_truth(ground_truth)
+  check_results(results, dataset, source, where)
+  # A missing area becomes the box's w x h, as pycocotools' loadRes sizes boxes (PoseTrack18
+  # has none).
+  ground_truth = coco_of(dict(dataset, annotations=[
+      a if 'area' in a or 'bbox' not in a else
+      dict(a, area=float(a['bbox'][2]) * float(a['bbox'][3])) for a in dataset['annotations']]))
   printed = io.StringIO()
   with contextlib.redirect_stdout(printed):
     detections = ground_truth.loadRes(results)

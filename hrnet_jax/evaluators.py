@@ -41,6 +41,7 @@ class EvalOutput:
 
 class Evaluator(Protocol):
   """An evaluation built once from the config and run on any variables."""
+  source: tasks.ValSource  # the val split it predicts (shared by a config's evaluators)
 
   def run(self, variables: Any) -> EvalOutput:
     """Evaluates ``variables``; writes nothing."""
@@ -174,8 +175,11 @@ def from_config(config: ml_collections.ConfigDict, task: tasks.Task,
 
 
 def run_all(evaluators: dict[str, Evaluator], variables: Any) -> dict[str, EvalOutput]:
-  """Every evaluator's output on ``variables``."""
-  return {name: evaluator.run(variables) for name, evaluator in evaluators.items()}
+  """Every evaluator's output on ``variables`` (their shared source predicts once)."""
+  outputs = {name: evaluator.run(variables) for name, evaluator in evaluators.items()}
+  for evaluator in evaluators.values():
+    evaluator.source.forget()  # no old variables kept alive between evaluations
+  return outputs
 
 
 def flat_metrics(outputs: dict[str, EvalOutput]) -> dict[str, float]:

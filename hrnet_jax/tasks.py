@@ -51,10 +51,14 @@ class ValSource(abc.ABC):
 
   def predict(self, variables: Any) -> ValPredictions:
     """Predicts the whole split with ``variables``, as the official test of the model kind
-    (once per variables: evaluators sharing the source share the predictions)."""
+    (once per variables, until ``forget``: evaluators sharing the source share them)."""
     if self._last is None or self._last[0] is not variables:
       self._last = (variables, self.predict_split(variables))
     return self._last[1]
+
+  def forget(self) -> None:
+    """Drops the kept predictions and the reference to their variables (device memory)."""
+    self._last = None
 
   @abc.abstractmethod
   def predict_split(self, variables: Any) -> ValPredictions:

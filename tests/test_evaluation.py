@@ -181,3 +181,21 @@ def test_detection_boxes_through_the_eval_dataset(val_set, tmp_path):
   np.testing.assert_allclose(np.concatenate([b['center'][b['mask'] > 0] for b in batches]),
                              people.centers[::2], rtol=1e-6)
   assert os.path.exists(annotation_file)
+
+
+def test_evaluators_of_a_config_share_one_prediction_per_evaluation(val_set):
+  """Two evaluators on one source predict the split once per run_all, and keep nothing after."""
+  config, people, annotations = val_set
+  source = FixedPredictions(annotations, tasks.coco_results(
+      config, predictions(people, oracle_heatmaps(people, config.dataset.heatmap_size))))
+  calls = []
+  predict_split = source.predict_split
+  source.predict_split = lambda variables: calls.append(variables) or predict_split(variables)
+  both = {'a': evaluators.CocoKeypoints(source, config),
+          'b': evaluators.CocoKeypoints(source, config)}
+  variables = {'params': None}
+  first = evaluators.run_all(both, variables)
+  assert len(calls) == 1 and first['a'].metrics == first['b'].metrics
+  assert source._last is None  # the variables are not held until the next evaluation
+  evaluators.run_all(both, variables)
+  assert len(calls) == 2
