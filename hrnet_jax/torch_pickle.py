@@ -1,18 +1,36 @@
 """A torch-free, code-free reader and writer of PyTorch ``.pth`` files.
 
 ``torch.save`` files are pickles. Unpickling runs whatever callables the file names, so this
-reader allows only the globals that rebuild tensors and plain containers; any other global
-(``os.system``, ``builtins.eval``, a model class, ...) is refused before anything runs.
-Tensors come back as numpy arrays. Both layouts are read: the zip archive of torch >= 1.6 and
-the legacy sequential format that the official HRNet model zoo was saved in.
+reader resolves only the globals that rebuild tensors, numpy arrays and plain containers, each
+by a stand-in of its own that builds data and calls nothing from the file. Tensors and numpy
+arrays come back as numpy arrays (``np.frombuffer`` of their raw bytes; arrays of Python
+objects are never decoded). Both layouts are read: the zip archive of torch >= 1.6 and the
+legacy sequential format that the official HRNet and mmpose model zoos were saved in.
+
+Any other global (``os.system``, ``builtins.eval``, a model class, ``mmengine``'s
+``HistoryBuffer``, ...) is, by mode:
+
+* strict (``load(path)``, the default): refused with ``UnsafeCheckpointError`` naming it,
+  before anything runs;
+* placeholders (``load(path, placeholders=True)``): read as an inert placeholder, a fresh
+  subclass of ``Inert`` that records the global's module and name; an "instance" of it records
+  the arguments it was "called" with, its BUILD state and the items the pickle set or appended
+  on it. Nothing the file names is ever called (``Inert`` defines every hook the unpickler
+  uses). This is for files whose metadata holds objects of other libraries (mmengine's
+  ``HistoryBuffer`` and ``ConfigDict`` in mmpose checkpoints): a caller that needs tensors
+  from such a file must check that its part holds no placeholder (``find_inert``), as
+  ``weights.read_state_dict`` does for the state_dict.
 """
 
 from __future__ import annotations
 
 import collections
+import functools
 import io
+import math
 import os
 import pickle
+import reprlib
 import struct
 import zipfile
 from typing import Any, BinaryIO
@@ -91,19 +109,197 @@ def _rebuild_parameter(data, requires_grad=None, backward_hooks=None, *unused):
   return data
 
 
+class Inert:
+  """Base of the placeholders for globals that a pickle names outside the allow-list.
+
+  ``load(..., placeholders=True)`` makes a fresh subclass per global, named like it, with
+  ``inert_module``/``inert_name`` set. The pickle may use it as a value (the class itself) or
+  "call" it (REDUCE, NEWOBJ, INST, OBJ): that makes an instance which records ``args`` and
+  ``kwargs``; BUILD records ``state``; SETITEMS records ``dict_items``; APPENDS records
+  ``list_items``. Nothing else happens: no method of the real class exists here to be run.
+  """
+
+  inert_module: str = ''
+  inert_name: str = ''
+
+  def __new__(cls, *args, **kwargs):
+    self = object.__new__(cls)
+    self.args, self.kwargs = args, kwargs
+    self.state, self.dict_items, self.list_items = None, {}, []
+    return self
+
+  def __init__(self, *args, **kwargs):
+    del args, kwargs  # everything was recorded by __new__
+
+  def __setstate__(self, state):
+    self.state = state
+
+  def __setitem__(self, key, value):
+    self.dict_items[key] = value
+
+  def append(self, value):
+    self.list_items.append(value)
+
+  def extend(self, values):
+    self.list_items.extend(values)
+
+  @classmethod
+  def global_name(cls) -> str:
+    """``module.name`` of the global this placeholder stands for."""
+    return f'{cls.inert_module}.{cls.inert_name}'
+
+  @reprlib.recursive_repr('<inert ...>')
+  def __repr__(self) -> str:
+    parts = [repr(a) for a in self.args] + [f'{k}={v!r}' for k, v in self.kwargs.items()]
+    extra = ''.join(f', {name}={value!r}' for name, value in (
+        ('state', self.state), ('dict_items', self.dict_items), ('list_items', self.list_items))
+                    if value)
+    return f'<inert {self.global_name()}({", ".join(parts)}){extra}>'
+
+
+def inert_class(module: str, name: str) -> type[Inert]:
+  """A fresh placeholder class for the global ``module.name`` (nothing is imported)."""
+  return type(str(name), (Inert,), {'inert_module': str(module), 'inert_name': str(name),
+                                    '__module__': f'inert:{module}', '__qualname__': str(name)})
+
+
+def is_inert(obj: Any) -> bool:
+  """Whether ``obj`` is a placeholder class or an instance of one."""
+  return isinstance(obj, Inert) or (isinstance(obj, type) and issubclass(obj, Inert))
+
+
+def find_inert(obj: Any) -> list[str]:
+  """The globals (``module.name``) of the placeholders inside ``obj``, each named once.
+
+  Looks through dict keys and values, lists, tuples, sets, attributes that the pickle set on
+  dicts (an OrderedDict's ``_metadata``) and the recorded parts of placeholders.
+  """
+  found: dict[str, None] = {}
+  seen: set[int] = set()
+  stack = [obj]
+  while stack:
+    item = stack.pop()
+    if id(item) in seen:
+      continue
+    seen.add(id(item))
+    if is_inert(item):
+      found[(item if isinstance(item, type) else type(item)).global_name()] = None
+      if isinstance(item, Inert):
+        stack.extend([item.args, item.kwargs, item.state, item.dict_items, item.list_items])
+    elif isinstance(item, dict):
+      stack.extend(dict.keys(item))
+      stack.extend(dict.values(item))
+      stack.extend(getattr(item, '__dict__', {}).values())
+    elif isinstance(item, (list, tuple, set, frozenset)):
+      stack.extend(item)
+  return list(found)
+
+
+class _NdarrayType:
+  """Stands for ``numpy.ndarray`` as the first argument of ``_reconstruct``; not callable."""
+
+  def __new__(cls, *args, **kwargs):
+    raise pickle.UnpicklingError('the pickle calls numpy.ndarray directly; only '
+                                 'numpy\'s own array pickling is read')
+
+
+class _Unsupported(Exception):
+  """A numpy dtype or array that is not read as data (objects, records, ...)."""
+
+
+# Kinds of numpy dtypes read as data: bool, integers, floats, complex, bytes and str.
+_DATA_KINDS = 'biufcSU'
+
+
+class _DtypeSpec:
+  """Safe stand-in for ``numpy.dtype(name, align, copy)`` + BUILD: resolved to a dtype later.
+
+  The real ``np.dtype`` would hand back numpy's shared dtype objects, whose ``__setstate__``
+  the pickle's BUILD would then call; this records the state instead.
+  """
+
+  def __init__(self, name=None, align=False, copy=False, *unused):
+    self.name, self.state = name, None
+
+  def __setstate__(self, state):
+    self.state = state
+
+  def resolve(self) -> np.dtype:
+    if not isinstance(self.name, str):
+      raise _Unsupported(f'numpy dtype named by {type(self.name).__name__}')
+    try:
+      dtype = np.dtype(self.name)
+    except (TypeError, ValueError) as e:
+      raise _Unsupported(f'numpy dtype {self.name!r}: {e}') from None
+    if dtype.kind not in _DATA_KINDS or dtype.fields is not None or dtype.subdtype is not None:
+      raise _Unsupported(f'numpy dtype {self.name!r} is not a plain numeric or string type')
+    state = self.state
+    if state is not None:
+      if (not isinstance(state, tuple) or len(state) < 5 or
+          any(part is not None for part in state[2:5])):
+        raise _Unsupported(f'numpy dtype {self.name!r} with state {state!r}')
+      if state[1] in ('<', '>'):
+        dtype = dtype.newbyteorder(state[1])
+    return dtype
+
+
+def _resolve_dtype(dtype) -> np.dtype:
+  if isinstance(dtype, _DtypeSpec):
+    return dtype.resolve()
+  raise _Unsupported(f'not a numpy dtype: {type(dtype).__name__}')
+
+
 def _numpy_scalar(dtype, data=None):
   """Safe stand-in for ``numpy.core.multiarray.scalar`` (e.g. a saved best AP)."""
-  if not isinstance(dtype, np.dtype) or dtype.hasobject:
-    raise UnsafeCheckpointError(f'numpy scalar of unsupported dtype {dtype!r}')
-  return np.frombuffer(data, dtype=dtype, count=1)[0]
+  try:
+    resolved = _resolve_dtype(dtype)
+  except _Unsupported as e:
+    raise _Unsupported(f'numpy scalar: {e}') from None
+  if not isinstance(data, (bytes, bytearray)):
+    raise pickle.UnpicklingError(f'numpy scalar of {resolved} without its bytes')
+  return np.frombuffer(data, dtype=resolved, count=1)[0]
 
 
-def _numpy_dtype(name, align=False, copy=False):
-  """Safe stand-in for ``numpy.dtype`` for plain numeric types."""
-  dtype = np.dtype(name)
-  if dtype.hasobject:
-    raise UnsafeCheckpointError(f'numpy dtype {name!r} holds Python objects')
-  return dtype
+class _ArraySpec:
+  """Safe stand-in for ``numpy.core.multiarray._reconstruct(ndarray, ...)`` + BUILD.
+
+  BUILD's state is ``(version, shape, dtype, is_fortran, raw bytes)``; the array is made
+  later as ``np.frombuffer`` of the bytes. Arrays of Python objects (whose "bytes" are a list
+  of objects) are never decoded.
+  """
+
+  def __init__(self, args):
+    self.args, self.state = args, None
+
+  def __setstate__(self, state):
+    self.state = state
+
+  def build(self) -> np.ndarray:
+    state = self.state
+    if not isinstance(state, tuple) or len(state) not in (4, 5):
+      raise _Unsupported(f'numpy array with state {type(state).__name__}')
+    shape, dtype, fortran, raw = state[-4:]
+    dtype = _resolve_dtype(dtype)
+    if not isinstance(raw, (bytes, bytearray)):
+      raise _Unsupported(f'numpy array of {dtype} without raw bytes')
+    if (not isinstance(shape, tuple) or
+        not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)):
+      raise pickle.UnpicklingError(f'numpy array of bad shape {shape!r}')
+    count = math.prod(shape)
+    if len(raw) != count * dtype.itemsize:
+      raise pickle.UnpicklingError(f'numpy array of shape {shape} and dtype {dtype} has '
+                                   f'{len(raw)} bytes')
+    flat = np.frombuffer(raw, dtype=dtype, count=count)
+    return np.array(flat.reshape(shape, order='F' if fortran else 'C'), order='K')
+
+
+def _frombuffer(buffer, dtype, shape, order='C', *unused):
+  """Safe stand-in for ``numpy.core.numeric._frombuffer`` (arrays in pickle protocol 5)."""
+  spec = _ArraySpec(())
+  spec.state = (tuple(shape) if isinstance(shape, (tuple, list)) else shape, dtype,
+                order == 'F', bytes(buffer) if isinstance(buffer, (bytes, bytearray,
+                                                                    memoryview)) else buffer)
+  return spec
 
 
 def _codecs_encode(text, encoding='utf-8'):
@@ -113,34 +309,81 @@ def _codecs_encode(text, encoding='utf-8'):
   return text.encode(encoding)
 
 
+def _bytes(*args):
+  """Safe stand-in for ``bytes``: protocol-2 pickles store ``b''`` as ``bytes()``."""
+  if not args:
+    return b''
+  if len(args) == 1 and isinstance(args[0], (bytes, bytearray)):
+    return bytes(args[0])
+  raise pickle.UnpicklingError(f'bytes() of {", ".join(type(a).__name__ for a in args)}')
+
+
+def _reconstruct(subtype, shape=None, typecode=None, *unused):
+  """Safe stand-in for ``numpy.core.multiarray._reconstruct``: plain ndarrays only."""
+  if subtype is not _NdarrayType:
+    raise _Unsupported(f'numpy _reconstruct of {subtype!r}, not of numpy.ndarray')
+  return _ArraySpec((shape, typecode))
+
+
 _ALLOWED_GLOBALS = {
     ('collections', 'OrderedDict'): collections.OrderedDict,
     ('torch._utils', '_rebuild_tensor'): _rebuild_tensor,
     ('torch._utils', '_rebuild_tensor_v2'): _rebuild_tensor,
     ('torch._utils', '_rebuild_parameter'): _rebuild_parameter,
-    ('numpy.core.multiarray', 'scalar'): _numpy_scalar,
-    ('numpy._core.multiarray', 'scalar'): _numpy_scalar,
-    ('numpy', 'dtype'): _numpy_dtype,
+    ('numpy', 'dtype'): _DtypeSpec,
+    ('numpy', 'ndarray'): _NdarrayType,
     ('_codecs', 'encode'): _codecs_encode,
+    ('__builtin__', 'bytes'): _bytes,
+    ('builtins', 'bytes'): _bytes,
 }
+for _numpy_core in ('numpy.core', 'numpy._core'):  # numpy < 2 and numpy >= 2 pickle names
+  _ALLOWED_GLOBALS[(f'{_numpy_core}.multiarray', 'scalar')] = _numpy_scalar
+  _ALLOWED_GLOBALS[(f'{_numpy_core}.multiarray', '_reconstruct')] = _reconstruct
+  _ALLOWED_GLOBALS[(f'{_numpy_core}.numeric', '_frombuffer')] = _frombuffer
 
 
 class _SafeUnpickler(pickle.Unpickler):
-  """Resolves only allow-listed globals; storages become ``_StorageRef`` placeholders."""
+  """Resolves only allow-listed globals; storages become ``_StorageRef`` placeholders.
 
-  def __init__(self, file: BinaryIO, source: str, legacy: bool):
+  With ``placeholders``, any other global becomes a fresh ``Inert`` subclass (one per global
+  and file); without, it is refused.
+  """
+
+  def __init__(self, file: BinaryIO, source: str, legacy: bool, placeholders: bool = False):
     super().__init__(file)
-    self.source, self.legacy = source, legacy
+    self.source, self.legacy, self.placeholders = source, legacy, placeholders
     self.storages: dict[str, _StorageRef] = {}
+    self.inert: dict[tuple[str, str], type[Inert]] = {}
 
   def find_class(self, module: str, name: str) -> Any:
-    if (module, name) in _ALLOWED_GLOBALS:
-      return _ALLOWED_GLOBALS[(module, name)]
+    key = (str(module), str(name))
+    if key in _ALLOWED_GLOBALS:
+      stand_in = _ALLOWED_GLOBALS[key]
+      if stand_in in (_reconstruct, _numpy_scalar):
+        return functools.partial(self._numpy_call, stand_in, key)
+      return stand_in
     if module == 'torch' and name in STORAGE_DTYPES:
       return _StorageType(name)
+    if self.placeholders:
+      if key not in self.inert:
+        self.inert[key] = inert_class(*key)
+      return self.inert[key]
     raise UnsafeCheckpointError(
         f'{self.source}: the pickle asks for the global {module}.{name}, which is not a '
         f'tensor or container type; refusing to load it (nothing from the file was run)')
+
+  def _numpy_call(self, stand_in, key: tuple[str, str], *args):
+    """A numpy stand-in; what it does not read as data (an array subclass, a scalar of
+    objects) is refused, or with placeholders recorded by a placeholder of the global."""
+    try:
+      return stand_in(*args)
+    except (_Unsupported, UnsafeCheckpointError) as e:
+      if not self.placeholders:
+        raise UnsafeCheckpointError(f'{self.source}: {e}; refusing to load it (nothing from '
+                                    f'the file was run)') from None
+      if key not in self.inert:
+        self.inert[key] = inert_class(*key)
+      return self.inert[key](*args)
 
   def persistent_load(self, pid: Any) -> Any:
     if not isinstance(pid, tuple) or not pid or pid[0] not in ('storage', b'storage'):
@@ -159,21 +402,78 @@ class _SafeUnpickler(pickle.Unpickler):
     return self.storages[key]
 
 
-def _materialize(obj: Any) -> Any:
-  """Replaces every ``_TensorRef`` in nested dicts, lists and tuples by its numpy array."""
-  if isinstance(obj, _TensorRef):
-    return obj.materialize()
-  if isinstance(obj, dict):
-    out = type(obj)() if isinstance(obj, collections.OrderedDict) else {}
-    for k, v in obj.items():
-      out[k] = _materialize(v)
+class _Materializer:
+  """Replaces the stand-ins (tensors, numpy arrays and dtypes) by numpy objects, everywhere.
+
+  Walks dicts (and the attributes the pickle set on them, e.g. an OrderedDict's
+  ``_metadata``), lists, tuples and the recorded parts of placeholders, shared and cyclic
+  references included. A numpy array or dtype that is not read as data is refused in strict
+  mode and becomes a placeholder of the global it was made by otherwise.
+  """
+
+  def __init__(self, source: str, placeholders: bool):
+    self.source, self.placeholders = source, placeholders
+    self.memo: dict[int, Any] = {}
+
+  def _unsupported(self, what: str, error: _Unsupported, args: tuple, state: Any) -> Any:
+    if not self.placeholders:
+      raise UnsafeCheckpointError(f'{self.source}: {error}; refusing to load it (nothing from '
+                                  f'the file was run)')
+    placeholder = inert_class('numpy', what)(*args)
+    placeholder.state = self(state)
+    return placeholder
+
+  def __call__(self, obj: Any) -> Any:
+    if id(obj) in self.memo:
+      return self.memo[id(obj)]
+    if isinstance(obj, _TensorRef):
+      out = self.memo[id(obj)] = obj.materialize()
+    elif isinstance(obj, _ArraySpec):
+      try:
+        out = obj.build()
+      except _Unsupported as e:
+        out = self._unsupported('ndarray', e, obj.args, obj.state)
+      self.memo[id(obj)] = out
+    elif isinstance(obj, _DtypeSpec):
+      try:
+        out = obj.resolve()
+      except _Unsupported as e:
+        out = self._unsupported('dtype', e, (obj.name,), obj.state)
+      self.memo[id(obj)] = out
+    elif isinstance(obj, dict):
+      out = self.memo[id(obj)] = (
+          collections.OrderedDict() if isinstance(obj, collections.OrderedDict) else {})
+      for k, v in dict.items(obj):
+        out[self(k)] = self(v)
+      for name, value in getattr(obj, '__dict__', {}).items():
+        # Attributes the pickle set (torch's ``_metadata``); one that would hide a method of
+        # the dict is kept under a name no attribute lookup finds (find_inert still sees it).
+        if not (isinstance(name, str) and name.isidentifier() and not name.startswith('__')
+                and not hasattr(type(out), name)):
+          name = f'pickled:{name!r}'
+        out.__dict__[name] = self(value)
+    elif isinstance(obj, list):
+      out = self.memo[id(obj)] = []
+      out.extend(self(v) for v in obj)
+    elif isinstance(obj, tuple):
+      self.memo[id(obj)] = obj  # a cycle back to this tuple keeps the original
+      out = self.memo[id(obj)] = tuple(self(v) for v in obj)
+    elif isinstance(obj, Inert):
+      self.memo[id(obj)] = obj
+      obj.args, obj.kwargs, obj.state = self(obj.args), self(obj.kwargs), self(obj.state)
+      obj.dict_items, obj.list_items = self(obj.dict_items), self(obj.list_items)
+      out = obj
+    else:
+      out = obj
     return out
-  if isinstance(obj, (list, tuple)):
-    return type(obj)(_materialize(v) for v in obj)
-  return obj
 
 
-def _load_zip(path: str, raw: bytes) -> Any:
+def _materialize(obj: Any, source: str = 'checkpoint', placeholders: bool = False) -> Any:
+  """Replaces every stand-in in nested containers by its numpy array (see _Materializer)."""
+  return _Materializer(source, placeholders)(obj)
+
+
+def _load_zip(path: str, raw: bytes, placeholders: bool) -> Any:
   with zipfile.ZipFile(io.BytesIO(raw)) as archive:
     names = archive.namelist()
     pickles = [n for n in names if n.endswith('data.pkl') and n.count('/') == 1]
@@ -184,7 +484,8 @@ def _load_zip(path: str, raw: bytes) -> Any:
     byteorder = 'little'
     if prefix + 'byteorder' in names:
       byteorder = archive.read(prefix + 'byteorder').decode().strip()
-    unpickler = _SafeUnpickler(io.BytesIO(archive.read(pickles[0])), path, legacy=False)
+    unpickler = _SafeUnpickler(io.BytesIO(archive.read(pickles[0])), path, legacy=False,
+                               placeholders=placeholders)
     result = unpickler.load()
     for key, storage in unpickler.storages.items():
       entry = f'{prefix}data/{key}'
@@ -196,10 +497,10 @@ def _load_zip(path: str, raw: bytes) -> Any:
         raise pickle.UnpicklingError(f'{path}: storage {entry} holds {data.size} elements, '
                                      f'the pickle says {storage.numel}')
       storage.data = data.astype(storage.dtype, copy=False)
-  return _materialize(result)
+  return _materialize(result, path, placeholders)
 
 
-def _load_legacy(path: str, stream: BinaryIO) -> Any:
+def _load_legacy(path: str, stream: BinaryIO, placeholders: bool) -> Any:
   def header() -> Any:
     return _SafeUnpickler(stream, path, legacy=True).load()
 
@@ -210,7 +511,7 @@ def _load_legacy(path: str, stream: BinaryIO) -> Any:
   sys_info = header()
   if isinstance(sys_info, dict) and not sys_info.get('little_endian', True):
     raise pickle.UnpicklingError(f'{path}: big-endian legacy files are not supported')
-  unpickler = _SafeUnpickler(stream, path, legacy=True)
+  unpickler = _SafeUnpickler(stream, path, legacy=True, placeholders=placeholders)
   result = unpickler.load()
   keys = header()
   for key in keys:
@@ -223,11 +524,16 @@ def _load_legacy(path: str, stream: BinaryIO) -> Any:
     if len(buffer) != nbytes:
       raise pickle.UnpicklingError(f'{path}: file ends inside storage {key!r}')
     storage.data = np.frombuffer(buffer, dtype=storage.dtype)
-  return _materialize(result)
+  return _materialize(result, path, placeholders)
 
 
-def load(path: str | os.PathLike) -> Any:
-  """Reads a ``torch.save`` file into dicts, lists and numpy arrays, running no code from it."""
+def load(path: str | os.PathLike, *, placeholders: bool = False) -> Any:
+  """Reads a ``torch.save`` file into dicts, lists and numpy arrays, running no code from it.
+
+  Strict by default: a global outside the allow-list raises ``UnsafeCheckpointError``. With
+  ``placeholders=True`` such globals are read as ``Inert`` placeholders instead (see the
+  module docstring); the caller then checks with ``find_inert`` the part it takes data from.
+  """
   path = os.fspath(path)
   try:
     with open(path, 'rb') as f:
@@ -236,12 +542,15 @@ def load(path: str | os.PathLike) -> Any:
     raise errors.MissingFileError(f'checkpoint file not found: {path}') from None
   try:
     if zipfile.is_zipfile(io.BytesIO(raw)):
-      return _load_zip(path, raw)
-    return _load_legacy(path, io.BytesIO(raw))
+      return _load_zip(path, raw, placeholders)
+    return _load_legacy(path, io.BytesIO(raw), placeholders)
   except UnsafeCheckpointError:
     raise
+  except _Unsupported as e:
+    raise UnsafeCheckpointError(f'{path}: {e}; refusing to load it (nothing from the file was '
+                                f'run)') from None
   except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, struct.error, ValueError,
-          KeyError, IndexError, TypeError) as e:
+          KeyError, IndexError, TypeError, AttributeError, OverflowError, RecursionError) as e:
     raise UnreadableCheckpointError(f'{path}: not a readable PyTorch checkpoint: {e}') from e
 
 
