@@ -51,6 +51,10 @@ def topdown_config(*, width: int, image_size: tuple[int, int], sigma: float,
       'sigma': float(sigma),
       'box_padding': 1.25,
       'skip_bad_images': False,  # True: leave out missing or unreadable images, counted
+      # True: UDP training (Huang et al., CVPR 2020, as mmpose 1.x's UDP recipes): crops by
+      # UDP's warp (box onto pixel centres 0..size-1, x and y zoomed apart) and targets
+      # centred at the exact sub-pixel joint. Evaluate such models with test.decoder='udp'.
+      'udp': False,
   })
   config.augment = ml_collections.ConfigDict({
       'scale_factor': 0.35,
@@ -69,7 +73,12 @@ def topdown_config(*, width: int, image_size: tuple[int, int], sigma: float,
       'flip_test': True,
       'shift_heatmap': True,
       'post_process': True,
-      'decoder': 'official',  # or 'dark'
+      # 'official' (argmax, quarter offset), 'dark' (DARK), or 'udp' (mmpose 1.x's UDP
+      # decoding, with UDP's eval crops and map back; needs shift_heatmap=False)
+      'decoder': 'official',
+      # The DARK / UDP blur kernel (odd). 11 matches sigma 2; for the sigma-3 384x288 models
+      # mmpose 0.x uses 17, 1.x keeps 11 (but 17 for res152 DARK).
+      'blur_kernel': 11,
       'use_gt_bbox': False,
       'bbox_file': 'person_detection_results/COCO_val2017_detections_AP_H_56_person.json',
       'image_thre': 0.0,
@@ -234,6 +243,10 @@ def override(config: ml_collections.ConfigDict,
 
 CONFIG_FILE = 'config.json'  # a run's config, written into its workdir by launch/train.py
 
+# Top-down keys added after runs were saved: (section, key, value that behaves as before),
+# filled in where a saved config lacks them.
+_TOPDOWN_ADDED_KEYS = (('dataset', 'udp', False), ('test', 'blur_kernel', 11))
+
 
 def _tuples(value: Any) -> Any:
   if isinstance(value, dict):
@@ -244,7 +257,10 @@ def _tuples(value: Any) -> Any:
 
 
 def load_saved_config(workdir: str) -> ml_collections.ConfigDict:
-  """The config a training run saved in ``workdir/config.json`` (JSON lists as tuples)."""
+  """The config a training run saved in ``workdir/config.json`` (JSON lists as tuples).
+
+  Top-down keys added since it was saved (``_TOPDOWN_ADDED_KEYS``) get the values that behave
+  as before."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top  (recipes load without it)
   path = os.path.join(workdir, CONFIG_FILE)
   if not tf.io.gfile.exists(path):
@@ -257,6 +273,9 @@ def load_saved_config(workdir: str) -> ml_collections.ConfigDict:
     except json.JSONDecodeError as e:
       raise errors.UserError(f'{path} is not valid JSON: {e}') from e
   saved = _tuples(saved)
+  if 'heatmap_size' in saved.get('dataset', {}):  # top-down: keys added since, at defaults
+    for section, key, default in _TOPDOWN_ADDED_KEYS:
+      saved.setdefault(section, {}).setdefault(key, default)
   if 'keypoints' not in saved:  # saved before keypoint sets were config data: COCO or MPII
     name = {17: 'coco', 16: 'mpii'}.get(saved.get('model', {}).get('num_joints'))
     if name is None:

@@ -89,12 +89,17 @@ def make_crop_predict_fn(config: ml_collections.ConfigDict,
   """A jitted (variables, global batch of crops) -> heatmap coordinates and maxvals.
 
   The batch's other keys (center, scale, ...) come back with them; the outputs are
-  replicated, so every process can read all of them. With the DARK decoder the merged
-  heatmaps come back too (DARK runs on the host, as its authors' code).
+  replicated, so every process can read all of them. With the DARK or UDP decoder the merged
+  heatmaps come back too (they refine on the host, as their reference code).
   """
   model = models.create_model(config.model)
   test = config.test
   decode.check_decoder(test.decoder)
+  decode.check_blur_kernel(test.blur_kernel)
+  if test.decoder == 'udp' and test.flip_test and test.shift_heatmap:
+    raise errors.ConfigError(
+        "config.test.decoder='udp' flips without the one-pixel shift (UDP's flip is exact, "
+        "as mmpose's UDP recipes): set config.test.shift_heatmap=False")
   pairs = kp.from_config(config).flip_pairs if test.flip_test else ()
 
   def predict(variables, batch):
@@ -107,7 +112,7 @@ def make_crop_predict_fn(config: ml_collections.ConfigDict,
         heatmaps, test.post_process and test.decoder == 'official')
     out = {k: v for k, v in batch.items() if k != 'image'}
     out.update(coords=coords, maxvals=maxvals)
-    if test.decoder == 'dark':
+    if test.decoder in decode.HOST_DECODERS:
       out['heatmaps'] = heatmaps
     return out
 
@@ -199,12 +204,11 @@ class TopDownPredictor(Predictor):
     return result
 
   def _image_keypoints(self, out: dict[str, np.ndarray]) -> np.ndarray:
-    """(N, K, 3) image x, y (float64) and maxval of a crop-predict output (DARK here)."""
-    coords = out['coords']
-    if self.config.test.decoder == 'dark':
-      coords = decode.dark_coordinates(out['heatmaps'], coords)
-    xy = decode.to_image_coordinates(coords, out['center'], out['scale'],
-                                     self.config.dataset.heatmap_size)
+    """(N, K, 3) image x, y (float64) and maxval of a crop-predict output (DARK, UDP here)."""
+    test = self.config.test
+    xy = decode.image_coordinates(out['coords'], out['maxvals'], out['center'], out['scale'],
+                                  self.config.dataset.heatmap_size, test.decoder,
+                                  out.get('heatmaps'), test.blur_kernel)
     return np.concatenate([xy, out['maxvals'][..., None].astype(np.float64)], axis=-1)
 
   def _centers_scales(self, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -221,7 +225,10 @@ class TopDownPredictor(Predictor):
     count = 1 << (len(images) - 1).bit_length()
     stack, sizes = warp.pad_images(images, count)
     size = self.config.dataset.image_size
-    xs, ys = warp.sample_coordinates(warp.affine_matrices(centers, scales, size), size)
+    # UDP decoding reads crops of UDP's warp, as mmpose's TopdownAffine(use_udp=True).
+    matrices = (warp.udp_affine_matrices if self.config.test.decoder == 'udp'
+                else warp.affine_matrices)(centers, scales, size)
+    xs, ys = warp.sample_coordinates(matrices, size)
     return jax.device_put(stack, self.local_mesh.devices.flat[0]), sizes, xs, ys
 
   def crops(self, image: np.ndarray, boxes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -133,7 +133,8 @@ def sample_spec(config: ml_collections.ConfigDict) -> pipeline.SampleSpec:
       tuple(d.image_size), tuple(d.heatmap_size), float(d.sigma), keypoint_set.flip_pairs,
       keypoint_set.upper_body_ids, a.scale_factor, a.rotation_factor, a.rotation_prob,
       float(a.flip), a.half_body_prob, a.num_joints_half_body,
-      keypoint_set.joint_weights)
+      keypoint_set.joint_weights, udp=bool(d.udp),
+      eval_udp=config.test.decoder == 'udp')
 
 
 def eval_dataset(config: ml_collections.ConfigDict, split: coco.Split | None = None

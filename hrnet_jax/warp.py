@@ -54,6 +54,26 @@ def affine_matrices(centers, scales, output_size: Sequence[int],
   return matrices
 
 
+def udp_affine_matrices(centers, scales, output_size: Sequence[int],
+                        pixel_std: float = kp.PIXEL_STD) -> np.ndarray:
+  """(N, 2, 3) float64 image -> output matrices of UDP: ``transforms.udp_affine_matrix`` at
+  rotation 0 (mmpose's ``get_udp_warp_matrix``), bit for bit.
+
+  The box (scale x pixel_std) maps onto the output's pixel centres 0 .. size - 1: x by
+  (w - 1) / box width, y by (h - 1) / box height, the box center to ((w - 1) / 2, (h - 1) / 2).
+  """
+  centers = np.asarray(centers, np.float64).reshape(-1, 2)
+  boxes = np.asarray(scales, np.float64).reshape(-1, 2) * pixel_std
+  out_w, out_h = float(output_size[0]), float(output_size[1])
+  zoom_x, zoom_y = (out_w - 1.0) / boxes[:, 0], (out_h - 1.0) / boxes[:, 1]
+  matrices = np.zeros((len(centers), 2, 3), np.float64)
+  matrices[:, 0, 0], matrices[:, 1, 1] = zoom_x, zoom_y
+  matrices[:, 0, 1] = -0.0  # -sin(0) x zoom, as the TF function
+  matrices[:, 0, 2] = zoom_x * (-centers[:, 0] + 0.5 * boxes[:, 0])
+  matrices[:, 1, 2] = zoom_y * (-centers[:, 1] + 0.5 * boxes[:, 1])
+  return matrices
+
+
 def sample_coordinates(matrices: np.ndarray,
                        output_size: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
   """Where each output column and row samples the image: xs (N, w) and ys (N, h), float32.

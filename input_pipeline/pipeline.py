@@ -44,6 +44,11 @@ class SampleSpec:
   half_body_prob: float = 0.3
   num_joints_half_body: int = 8
   joint_weights: tuple[float, ...] = ()  # per-joint loss weights; () = all 1
+  # config.dataset.udp: training crops by UDP's warp and UDP targets (mmpose's UDP recipes);
+  # read by training_sample (the warp) and finish_training_batch (the targets) alike.
+  udp: bool = False
+  # config.test.decoder == 'udp': eval crops by UDP's warp, as the UDP decoder maps back.
+  eval_udp: bool = False
 
   @property
   def aspect_ratio(self) -> float:
@@ -125,7 +130,7 @@ def training_sample(contents, keypoints, center, scale, seed, spec: SampleSpec):
   sample = transforms.encoded_warp_and_target(
       contents, keypoints, center, scale, rotation, flip, image_size=spec.image_size,
       heatmap_size=spec.heatmap_size, sigma=spec.sigma, flip_pairs=spec.flip_pairs,
-      with_targets=False)
+      with_targets=False, udp=spec.udp)
   return sample['image'], sample['keypoints']
 
 
@@ -134,9 +139,9 @@ def finish_training_batch(spec: SampleSpec):
 
   @tf.function(jit_compile=True)  # fused by XLA: 5x faster than the TF kernels on a CPU
   def targets_and_normalize(image, keypoints):
-    heatmaps, weight = transforms.gaussian_targets(
+    heatmaps, weight = transforms.heatmap_targets(
         keypoints, image_size=spec.image_size, heatmap_size=spec.heatmap_size,
-        sigma=spec.sigma)
+        sigma=spec.sigma, udp=spec.udp)
     if spec.joint_weights:  # the official USE_DIFFERENT_JOINTS_WEIGHT
       weight = weight * tf.constant(spec.joint_weights, weight.dtype)
     return transforms.normalize(image), heatmaps, weight[..., None]
@@ -207,8 +212,9 @@ def eval_dataset(instances: Instances, spec: SampleSpec, global_batch: int, *,
 
 
 def eval_sample(contents, center, scale, spec: SampleSpec) -> tf.Tensor:
-  """The warped box of one encoded image, without augmentation (0..255)."""
-  matrix = transforms.affine_matrix(center, scale, 0.0, spec.image_size)
+  """The warped box of one encoded image, without augmentation (0..255); UDP's warp with
+  ``spec.eval_udp``."""
+  matrix = transforms.crop_matrix(center, scale, 0.0, spec.image_size, spec.eval_udp)
   return transforms.warp_encoded(contents, matrix, spec.image_size)
 
 

@@ -1,8 +1,9 @@
 """Top-down sample transforms as TF ops: image decoding, affine warps, flips, half body,
 heatmap targets.
 
-Each function follows one function of the official ``JointsDataset``/``transforms.py`` and
-works eagerly and inside ``tf.data`` (no Python per-sample code for JPEGs). Sizes are
+Each function follows one function of the official ``JointsDataset``/``transforms.py`` (the
+UDP ones, ``udp_affine_matrix`` and ``udp_gaussian_targets``, follow mmpose 1.x) and works
+eagerly and inside ``tf.data`` (no Python per-sample code for JPEGs). Sizes are
 (width, height) as in the official configs; images are HWC; keypoints are (K, 3) rows of x, y,
 visibility.
 
@@ -53,6 +54,37 @@ def affine_matrix(center, scale, rotation, output_size: Sequence[int],
     linear = zoom * tf.stack([tf.stack([cos, sin]), tf.stack([-sin, cos])])
     offset = out_center - tf.linalg.matvec(linear, center)
   return tf.concat([linear, offset[:, None]], axis=1)
+
+
+def udp_affine_matrix(center, scale, rotation, output_size: Sequence[int],
+                      pixel_std: float = kp.PIXEL_STD) -> tf.Tensor:
+  """mmpose's ``get_udp_warp_matrix`` (UDP, Huang et al. CVPR 2020) as a (2, 3) float64 matrix.
+
+  Image -> output, the box (scale x pixel_std) onto the output's pixel centres 0 .. size - 1:
+  x zoomed by (w - 1) / box width and y by (h - 1) / box height (not one zoom from the width,
+  as ``affine_matrix``), the box center to ((w - 1) / 2, (h - 1) / 2). Rotation in degrees,
+  in mmpose's UDP sense: the opposite turn of ``affine_matrix`` (and of mmpose's
+  ``get_warp_matrix``) at the same angle, which the symmetric random draw does not see.
+  mmpose 0.x's ``get_warp_matrix`` (TopDownAffine use_udp) is the same matrix.
+  """
+  center, box = _f64(center), _f64(scale) * pixel_std
+  out_w, out_h = float(output_size[0]), float(output_size[1])
+  angle = _f64(rotation) * (math.pi / 180.0)
+  cos, sin = tf.cos(angle), tf.sin(angle)
+  zoom_x, zoom_y = (out_w - 1.0) / box[0], (out_h - 1.0) / box[1]
+  return tf.stack([
+      tf.stack([cos * zoom_x, -sin * zoom_x,
+                zoom_x * (-center[0] * cos + center[1] * sin + 0.5 * box[0])]),
+      tf.stack([sin * zoom_y, cos * zoom_y,
+                zoom_y * (-center[0] * sin - center[1] * cos + 0.5 * box[1])])])
+
+
+def crop_matrix(center, scale, rotation, output_size: Sequence[int],
+                udp: bool = False) -> tf.Tensor:
+  """The image -> crop matrix: ``udp_affine_matrix`` if ``udp``, else ``affine_matrix``."""
+  if udp:
+    return udp_affine_matrix(center, scale, rotation, output_size)
+  return affine_matrix(center, scale, rotation, output_size)
 
 
 def apply_affine(points, matrix) -> tf.Tensor:
@@ -225,6 +257,21 @@ def warp_jpeg(contents, matrix, output_size: Sequence[int], shape=None) -> tf.Te
   return warp_image(crop, matrix, output_size, origin=low)
 
 
+def _target_squares(mu, radius: float, hm_w: int, hm_h: int, weight):
+  """The (2 radius + 1)-pixel square of each joint around its rounded heatmap position ``mu``:
+  its upper left corner, the heatmap's xs and ys, which columns (..., K, w) and rows
+  (..., K, h) it covers, and ``weight`` zeroed where it lies wholly outside the heatmap."""
+  upper_left = tf.cast(tf.cast(mu - radius, tf.int64), tf.float64)
+  bottom_right = tf.cast(tf.cast(mu + radius + 1, tf.int64), tf.float64)
+  outside = ((upper_left[..., 0] >= hm_w) | (upper_left[..., 1] >= hm_h) |
+             (bottom_right[..., 0] < 0) | (bottom_right[..., 1] < 0))
+  xs = tf.range(hm_w, dtype=tf.float64)
+  ys = tf.range(hm_h, dtype=tf.float64)
+  in_x = (xs >= upper_left[..., :1]) & (xs < bottom_right[..., :1])
+  in_y = (ys >= upper_left[..., 1:]) & (ys < bottom_right[..., 1:])
+  return upper_left, xs, ys, in_x, in_y, tf.where(outside, 0.0, weight)
+
+
 def gaussian_targets(keypoints, *, image_size: Sequence[int], heatmap_size: Sequence[int],
                      sigma: float) -> tuple[tf.Tensor, tf.Tensor]:
   """The official ``generate_target`` (gaussian): (..., h, w, K) heatmaps, (..., K) weights.
@@ -241,16 +288,7 @@ def gaussian_targets(keypoints, *, image_size: Sequence[int], heatmap_size: Sequ
   center = float(size // 2)  # the official x0 = y0 = size // 2
   weight = tf.cast(keypoints[..., 2] > 0, tf.float32)
   mu = tf.cast(tf.cast(keypoints[..., :2] / stride + 0.5, tf.int64), tf.float64)  # trunc to 0
-  upper_left = tf.cast(tf.cast(mu - tmp_size, tf.int64), tf.float64)
-  bottom_right = tf.cast(tf.cast(mu + tmp_size + 1, tf.int64), tf.float64)
-  outside = ((upper_left[..., 0] >= hm_w) | (upper_left[..., 1] >= hm_h) |
-             (bottom_right[..., 0] < 0) | (bottom_right[..., 1] < 0))
-  weight = tf.where(outside, 0.0, weight)
-
-  xs = tf.range(hm_w, dtype=tf.float64)
-  ys = tf.range(hm_h, dtype=tf.float64)
-  in_x = (xs >= upper_left[..., :1]) & (xs < bottom_right[..., :1])  # (..., K, w)
-  in_y = (ys >= upper_left[..., 1:]) & (ys < bottom_right[..., 1:])  # (..., K, h)
+  upper_left, xs, ys, in_x, in_y, weight = _target_squares(mu, tmp_size, hm_w, hm_h, weight)
   # Offsets inside the official float32 kernel g, as float32 like the official arange. The
   # official exp(-(dx^2 + dy^2) / 2s^2) is evaluated as a product of 1-D factors (equal
   # within 2 float32 ulp, ~2e-7), K (h + w) exponentials instead of K h w.
@@ -263,40 +301,83 @@ def gaussian_targets(keypoints, *, image_size: Sequence[int], heatmap_size: Sequ
   return tf.einsum('...kh,...kw->...hwk', gy, gx), weight
 
 
+def udp_gaussian_targets(keypoints, *, image_size: Sequence[int], heatmap_size: Sequence[int],
+                         sigma: float) -> tuple[tf.Tensor, tf.Tensor]:
+  """UDP's targets, mmpose 1.x ``UDPHeatmap.encode`` (``generate_udp_gaussian_heatmaps``):
+  (..., h, w, K) heatmaps, (..., K) weights.
+
+  Input pixels map to heatmap pixels by (heatmap size - 1) / (input size - 1) (mmpose divides
+  by the float32 factor (input - 1) / (heatmap - 1); so does this). Each visible joint gets
+  exp(-d^2 / 2 sigma^2), d from its exact sub-pixel position, on the (6 sigma + 1)-pixel
+  square around its rounded position int(x + 0.5); a joint whose square lies wholly outside
+  the heatmap gets weight 0. Computed in float64 (as mmpose, which stores float32), a
+  product of 1-D factors. mmpose 0.x's ``_udp_generate_target`` draws the same Gaussians.
+  """
+  keypoints = _f64(keypoints)
+  hm_w, hm_h = int(heatmap_size[0]), int(heatmap_size[1])
+  factor = np.float32((np.asarray(image_size, np.float64) - 1.0) /
+                      (np.asarray(heatmap_size, np.float64) - 1.0)).astype(np.float64)
+  radius = sigma * 3.0
+  centre = float((2 * radius + 1) // 2)  # mmpose's x0 = y0 = gaussian_size // 2
+  weight = tf.cast(keypoints[..., 2] > 0, tf.float32)
+  exact = keypoints[..., :2] / tf.constant(factor, tf.float64)
+  mu = tf.cast(tf.cast(exact + 0.5, tf.int64), tf.float64)  # astype(int64): toward 0
+  upper_left, xs, ys, in_x, in_y, weight = _target_squares(mu, radius, hm_w, hm_h, weight)
+  # mmpose: g[i] = exp(-(i - x0)^2 / 2s^2), x0 = centre + exact - mu, at g index i = x - left.
+  dx = (xs - upper_left[..., :1]) - (centre + (exact[..., :1] - mu[..., :1]))
+  dy = (ys - upper_left[..., 1:]) - (centre + (exact[..., 1:] - mu[..., 1:]))
+  two_sigma2 = 2.0 * float(sigma)**2
+  draw = tf.cast(weight > 0.5, tf.float64)[..., None]
+  gx = tf.where(in_x, tf.exp(-dx**2 / two_sigma2), 0.0) * draw
+  gy = tf.where(in_y, tf.exp(-dy**2 / two_sigma2), 0.0)
+  heatmaps = tf.cast(tf.einsum('...kh,...kw->...hwk', gy, gx), tf.float32)
+  return heatmaps, weight
+
+
+def heatmap_targets(keypoints, *, image_size: Sequence[int], heatmap_size: Sequence[int],
+                    sigma: float, udp: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
+  """``udp_gaussian_targets`` if ``udp``, else the official ``gaussian_targets``."""
+  make = udp_gaussian_targets if udp else gaussian_targets
+  return make(keypoints, image_size=image_size, heatmap_size=heatmap_size, sigma=sigma)
+
+
 def warp_and_target(image, keypoints, center, scale, rotation, flip, *,
                     image_size: Sequence[int], heatmap_size: Sequence[int], sigma: float,
-                    flip_pairs, with_targets: bool = True) -> dict[str, tf.Tensor]:
+                    flip_pairs, with_targets: bool = True,
+                    udp: bool = False) -> dict[str, tf.Tensor]:
   """One training sample as the official pipeline makes it, after the random draws.
 
   image (H, W, 3); keypoints (K, 3) in the original image (visibility > 0 means labelled);
   center, scale (2,) of the box; rotation in degrees; flip a bool. Returns ``image``
   (h, w, 3) float32 in 0..255 (not normalised), ``keypoints`` (K, 3) transformed with 0/1
   visibility, ``heatmaps`` (h/4, w/4, K) and ``target_weight`` (K, 1). ``with_targets``:
-  as ``jpeg_warp_and_target``.
+  as ``jpeg_warp_and_target``. ``udp``: UDP's warp (``udp_affine_matrix``) and targets
+  (``udp_gaussian_targets``) instead of the official ones, as mmpose's UDP recipes.
   """
   image = tf.convert_to_tensor(image)
   return _transform_sample(lambda m: warp_image(image, m, image_size), tf.shape(image)[1],
                            keypoints, center, scale, rotation, flip, image_size=image_size,
                            heatmap_size=heatmap_size, sigma=sigma, flip_pairs=flip_pairs,
-                           with_targets=with_targets)
+                           with_targets=with_targets, udp=udp)
 
 
 def encoded_warp_and_target(contents, keypoints, center, scale, rotation, flip, *,
                             image_size: Sequence[int], heatmap_size: Sequence[int],
-                            sigma: float, flip_pairs,
-                            with_targets: bool = True) -> dict[str, tf.Tensor]:
+                            sigma: float, flip_pairs, with_targets: bool = True,
+                            udp: bool = False) -> dict[str, tf.Tensor]:
   """``warp_and_target`` of an encoded image: a JPEG's window (``jpeg_warp_and_target``),
   other formats decoded whole."""
   args = (keypoints, center, scale, rotation, flip)
   kwargs = dict(image_size=image_size, heatmap_size=heatmap_size, sigma=sigma,
-                flip_pairs=flip_pairs, with_targets=with_targets)
+                flip_pairs=flip_pairs, with_targets=with_targets, udp=udp)
   return tf.cond(is_windowed(contents), lambda: jpeg_warp_and_target(contents, *args, **kwargs),
                  lambda: warp_and_target(_decode_with_cv2(contents), *args, **kwargs))
 
 
 def jpeg_warp_and_target(contents, keypoints, center, scale, rotation, flip, *,
                          image_size: Sequence[int], heatmap_size: Sequence[int], sigma: float,
-                         flip_pairs, with_targets: bool = True) -> dict[str, tf.Tensor]:
+                         flip_pairs, with_targets: bool = True,
+                         udp: bool = False) -> dict[str, tf.Tensor]:
   """``warp_and_target`` of an encoded JPEG, decoding only the pixels the warp reads.
 
   ``with_targets=False`` leaves out heatmaps and weights (a batched pipeline makes them
@@ -306,12 +387,12 @@ def jpeg_warp_and_target(contents, keypoints, center, scale, rotation, flip, *,
   return _transform_sample(lambda m: warp_jpeg(contents, m, image_size, shape), shape[1],
                            keypoints, center, scale, rotation, flip, image_size=image_size,
                            heatmap_size=heatmap_size, sigma=sigma, flip_pairs=flip_pairs,
-                           with_targets=with_targets)
+                           with_targets=with_targets, udp=udp)
 
 
 def _transform_sample(sampler, width, keypoints, center, scale, rotation, flip, *,
                       image_size, heatmap_size, sigma, flip_pairs,
-                      with_targets: bool = True) -> dict[str, tf.Tensor]:
+                      with_targets: bool = True, udp: bool = False) -> dict[str, tf.Tensor]:
   """The body of ``warp_and_target``; ``sampler(matrix)`` warps the image."""
   keypoints = _f64(keypoints)
   num_joints = keypoints.shape[0]
@@ -330,7 +411,7 @@ def _transform_sample(sampler, width, keypoints, center, scale, rotation, flip, 
   center = _f64(center)
   center = tf.where(flip, tf.stack([width - center[0] - 1.0, center[1]]), center)
 
-  matrix = affine_matrix(center, scale, rotation, image_size)
+  matrix = crop_matrix(center, scale, rotation, image_size, udp)
   # Warping the flipped image == warping the original through matrix o mirror (exact).
   mirror = tf.stack([tf.stack([-1.0, 0.0, width - 1.0]),
                      tf.constant([0.0, 1.0, 0.0], tf.float64)])
@@ -342,8 +423,8 @@ def _transform_sample(sampler, width, keypoints, center, scale, rotation, flip, 
   if not with_targets:  # float64 keeps the official target rounding exact downstream
     return {'image': warped, 'keypoints': out_keypoints, 'matrix': matrix}
   out = {'image': warped, 'keypoints': tf.cast(out_keypoints, tf.float32), 'matrix': matrix}
-  out['heatmaps'], weight = gaussian_targets(out_keypoints, image_size=image_size,
-                                             heatmap_size=heatmap_size, sigma=sigma)
+  out['heatmaps'], weight = heatmap_targets(out_keypoints, image_size=image_size,
+                                            heatmap_size=heatmap_size, sigma=sigma, udp=udp)
   out['target_weight'] = weight[:, None]
   return out
 
