@@ -23,7 +23,7 @@ import optax
 import tensorflow as tf
 
 from hrnet_jax import (checkpoints, config_lib, errors, evaluators, models, optim, sharding, tasks,
-                       weights)
+                       weights, zoo)
 from hrnet_jax.steps import TrainState, create_train_state
 from input_pipeline import coco, datasets
 
@@ -64,10 +64,11 @@ def write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
 
 
 def initial_variables(config: ml_collections.ConfigDict, variables: dict) -> dict:
-  """``config.init_from``: converted weights (a folder), an official .pth, or an ImageNet one."""
-  path = config.init_from
-  if not path:
+  """``config.init_from``: a zoo name or URL, converted weights (a folder), a pose .pth (the
+  official or mmpose layout), or an ImageNet one (its backbone)."""
+  if not config.init_from:
     return variables
+  path = zoo.weights_path(config.init_from)
   if tf.io.gfile.isdir(path):
     loaded = checkpoints.restore_variables(path, config.model)
   else:

@@ -2,6 +2,12 @@ r"""Runs a trained model on images, a folder of images or a video, and draws pos
 
 python launch/demo.py --workdir=DIR --input=IMAGE|VIDEO|FOLDER --output=PATH \
     [--boxes=DETECTIONS.json] [--checkpoint=latest|best|STEP] [--threshold=0.3]
+python launch/demo.py --model=ZOO_NAME --input=... --output=...
+python launch/demo.py --model=URL|FOLDER|FILE.pth --config=configs/....py --input=... --output=...
+
+--model takes a zoo model (hrnet_jax/zoo.py: downloaded, verified and converted on first use,
+then read from the cache with no network) with its recipe and test settings, or weights of
+any other source with the --config of their model.
 
 People scored below --person_threshold (0.2) are left out of the drawing. A bottom-up
 (HigherHRNet) run finds every person of a whole image by itself: no --boxes.
@@ -30,10 +36,16 @@ import jax
 import numpy as np
 import tensorflow as tf
 
+from ml_collections import config_flags
+
 from hrnet_jax import (checkpoints, cli, config_lib, drawing, errors, sharding, tasks,
-                       train_lib)
+                       train_lib, zoo)
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training run folder (config and checkpoints).')
+_MODEL = flags.DEFINE_string('model', None, 'Instead of --workdir: a zoo model name, a URL, '
+                             'converted weights (folder) or a .pth.')
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, "The recipe of --model (default: the zoo model's).", lock_config=True)
 _CHECKPOINT = flags.DEFINE_string('checkpoint', 'latest', "'latest', 'best' or a step number.")
 _INPUT = flags.DEFINE_string('input', None, 'An image, a folder of images or a video file.')
 _OUTPUT = flags.DEFINE_string('output', None, 'Drawn image, folder or .mp4 to write.')
@@ -134,15 +146,26 @@ def main(argv: list[str]) -> int:
   """Restores the model and draws the poses of every input image or frame."""
   del argv
   tf.config.set_visible_devices([], 'GPU')
-  config = config_lib.load_saved_config(_WORKDIR.value)
-  train_lib.use_compilation_cache(config)
+  if bool(_WORKDIR.value) == bool(_MODEL.value):
+    raise errors.UserError('pass either --workdir (a training run) or --model (a zoo name, URL, '
+                           'converted folder or .pth)')
   mesh = sharding.data_mesh()
-  variables, step, _ = checkpoints.restore_run_variables(
-      _WORKDIR.value, _CHECKPOINT.value, config.model, sharding.replicated(mesh))
+  if _MODEL.value:
+    config = zoo.config_for(_MODEL.value, _CONFIG.value)
+    train_lib.use_compilation_cache(config)
+    variables = jax.device_put(zoo.load_variables(_MODEL.value, config.model),
+                               sharding.replicated(mesh))
+    what = f'Model {_MODEL.value}'
+  else:
+    config = config_lib.load_saved_config(_WORKDIR.value)
+    train_lib.use_compilation_cache(config)
+    variables, step, _ = checkpoints.restore_run_variables(
+        _WORKDIR.value, _CHECKPOINT.value, config.model, sharding.replicated(mesh))
+    what = f'Model of {_WORKDIR.value} (step {step})'
   predictor = tasks.get_task(config).predictor(variables, mesh)
   if _BOXES.value and not predictor.takes_boxes:
-    raise errors.UserError(f'--boxes {_BOXES.value}: {_WORKDIR.value} holds a bottom-up model, '
-                           f'which finds every person itself; drop --boxes')
+    raise errors.UserError(f'--boxes {_BOXES.value}: {_WORKDIR.value or _MODEL.value} is a '
+                           f'bottom-up model, which finds every person itself; drop --boxes')
   boxes_by_image = read_boxes(_BOXES.value, _BOX_THRESHOLD.value)
   kind, stream, total, fps = frames(_INPUT.value)
   output = _OUTPUT.value
@@ -156,7 +179,7 @@ def main(argv: list[str]) -> int:
   results, start, done = [], time.time(), 0
   people_from = (f'boxes of {_BOXES.value}' if _BOXES.value else
                  'whole images as boxes' if predictor.takes_boxes else 'bottom-up, no boxes')
-  print(f'Model of {_WORKDIR.value} (step {step}); {total} {kind} frame(s) from {_INPUT.value}; '
+  print(f'{what}; {total} {kind} frame(s) from {_INPUT.value}; '
         f'{people_from}.', flush=True)
   for chunk in _chunks(stream, FRAMES_PER_CALL):
     # Without a boxes file each frame is one box (top-down) or searched whole (bottom-up);
@@ -215,5 +238,5 @@ def _chunks(iterator, size: int):
 
 
 if __name__ == '__main__':
-  flags.mark_flags_as_required(['workdir', 'input', 'output'])
+  flags.mark_flags_as_required(['input', 'output'])
   cli.run(main)

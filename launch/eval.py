@@ -7,10 +7,12 @@ the official grouping, no NMS).
 
 python launch/eval.py --workdir=DIR [--checkpoint=latest|best|STEP] [--config.KEY=VALUE ...]
 python launch/eval.py --config=configs/coco_w32.py --init_from=CONVERTED_DIR --workdir=OUT
+python launch/eval.py --init_from=ZOO_NAME --workdir=OUT [--config.dataset.root=data/coco]
 
 The first form reads DIR/config.json (written by launch/train.py) and a checkpoint of
 DIR/checkpoints/ (or DIR/best/). The second evaluates converted official weights (a folder
-of launch/convert_weights.py, or the official .pth itself). Results and metrics go to
+of launch/convert_weights.py, or the official .pth itself); the third a zoo model
+(hrnet_jax/zoo.py: downloaded, verified and converted once) with its publisher's test. Results and metrics go to
 DIR/eval/: <split>_keypoints_results.json (COCO results format) and <split>_metrics.json
 (MPII PCKh: <split>_mpii_predictions.json and <split>_pckh.json).
 """
@@ -25,7 +27,7 @@ from ml_collections import config_flags
 import tensorflow as tf
 
 from hrnet_jax import (checkpoints, cli, config_lib, errors, evaluators, sharding, tasks,
-                       train_lib, weights)
+                       train_lib, zoo)
 
 
 def _flag_value(argv: list[str], name: str) -> str | None:
@@ -40,16 +42,17 @@ def _flag_value(argv: list[str], name: str) -> str | None:
 
 def _define_config_flag(argv: list[str]) -> flags.FlagHolder:
   """--config: a recipe file, or else the run's saved config, so --config.KEY=V works on it."""
-  workdir = _flag_value(argv, 'workdir')
-  if _flag_value(argv, 'config') is None and workdir:
+  workdir, init_from = _flag_value(argv, 'workdir'), _flag_value(argv, 'init_from')
+  if _flag_value(argv, 'config') is None and (workdir or init_from):
     try:
-      saved = config_lib.load_saved_config(workdir)
+      saved = (zoo.get(init_from).config() if init_from and zoo.is_zoo_name(init_from)
+               else config_lib.load_saved_config(workdir))
     except errors.UserError as e:
       print(f'error: {e}', file=sys.stderr)
       sys.exit(1)
     try:  # the --config.KEY overrides are parsed here, when the flag is defined
-      return config_flags.DEFINE_config_dict('config', saved,
-                                             'The run config (DIR/config.json).')
+      return config_flags.DEFINE_config_dict(
+          'config', saved, "The run config (DIR/config.json) or the zoo model's recipe.")
     except AttributeError as e:
       cli.exit_unknown_config_key(e)
   return config_flags.DEFINE_config_file('config', None, 'Recipe config file.', lock_config=True)
@@ -58,8 +61,9 @@ def _define_config_flag(argv: list[str]) -> flags.FlagHolder:
 _CONFIG = _define_config_flag(sys.argv)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run folder (config, checkpoints); eval/ output.')
 _CHECKPOINT = flags.DEFINE_string('checkpoint', 'latest', "'latest', 'best' or a step number.")
-_INIT_FROM = flags.DEFINE_string('init_from', None,
-                                 'Converted official weights (folder) or an official .pth.')
+_INIT_FROM = flags.DEFINE_string(
+    'init_from', None, 'A zoo model name (its recipe is the config unless --config is given), '
+    'a URL, converted weights (folder) or a .pth (official or mmpose layout).')
 _DISTRIBUTED = cli.DistributedFlags()
 
 
@@ -75,9 +79,7 @@ def main(argv: list[str]) -> int:
   task = tasks.get_task(config)
   mesh = sharding.data_mesh()
   if _INIT_FROM.value:
-    path = _INIT_FROM.value
-    variables = (checkpoints.restore_variables(path, config.model) if tf.io.gfile.isdir(path)
-                 else weights.load_torch_checkpoint(path, config.model))
+    variables = zoo.load_variables(_INIT_FROM.value, config.model)
     variables = jax.device_put({k: variables[k] for k in ('params', 'batch_stats')},
                                sharding.replicated(mesh))
     step, what = 0, _INIT_FROM.value
