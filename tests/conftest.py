@@ -20,6 +20,21 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault('HRNET_JAX_CACHE', tempfile.mkdtemp(prefix='hrnet_jax_tests_'))
 
 
+# The test files that take longest (minutes on 2 cores), longest first: collected ahead of the
+# rest, so that pytest-xdist's two workers (--dist loadfile: a file at a time, in collection
+# order) start them first and finish together.
+LONGEST_FILES = ('test_train.py', 'test_real_datasets.py', 'test_train_loop.py', 'test_demo.py',
+                 'test_train_step.py', 'test_config_keys.py', 'test_zoo.py',
+                 'test_bottom_up_training.py', 'test_configs_and_cli.py', 'test_eval_devices.py')
+
+
+def pytest_collection_modifyitems(config, items):
+  """Runs ``LONGEST_FILES`` first, in that order; every other file after, as collected."""
+  del config
+  rank = {name: i for i, name in enumerate(LONGEST_FILES)}
+  items.sort(key=lambda item: rank.get(os.path.basename(str(item.fspath)), len(rank)))
+
+
 def random_variables(model_config, seed=0):
   """Random variables of a model (He-scaled kernels, BN near identity) without compiling its
   init, which is slow on the CPU."""
