@@ -303,7 +303,8 @@ _COCO_TEST = 'COCO val2017, person detector boxes (AP 56.4), flip test'
 _MMPOSE = 'https://download.openmmlab.com/mmpose/'
 _MMPOSE_0X = ('https://github.com/open-mmlab/mmpose/blob/0.x/configs/body/2d_kpt_sview_rgb_img/'
               'topdown_heatmap/')
-_MMPOSE_1X = 'https://github.com/open-mmlab/mmpose/blob/main/configs/body_2d_keypoint/topdown_heatmap/'
+_MMPOSE_1X = ('https://github.com/open-mmlab/mmpose/blob/main/configs/body_2d_keypoint/'
+              'topdown_heatmap/')
 _HRNET_DRIVE = 'https://drive.google.com/drive/folders/1hOTihvbyIxsm5ygDpbUuJ7O_tzv4oXjC'
 _HIGHER_DRIVE = 'https://drive.google.com/open?id=1bdXVmYrSynPLSk5lptvgyQ8fhziobD50'
 

@@ -38,8 +38,8 @@ import tensorflow as tf
 
 from ml_collections import config_flags
 
-from hrnet_jax import (checkpoints, cli, config_lib, drawing, errors, sharding, tasks,
-                       train_lib, zoo)
+from hrnet_jax import (checkpoints, cli, config_lib, detectors, drawing, errors, sharding,
+                       tasks, train_lib, zoo)
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training run folder (config and checkpoints).')
 _MODEL = flags.DEFINE_string('model', None, 'Instead of --workdir: a zoo model name, a URL, '
@@ -62,35 +62,6 @@ VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mov', '.mkv', '.webm')
 FRAMES_PER_CALL = 16  # frames whose people go through the predictor together
 
 
-def image_id_of(path: str, position: int) -> int:
-  """The number in a COCO-style file name, else the position in the sorted folder."""
-  stem = os.path.splitext(os.path.basename(path))[0]
-  return int(stem) if stem.isdigit() else position
-
-
-def read_boxes(path: str | None, threshold: float) -> dict[int, list[tuple[list, float]]]:
-  """{image_id: [(box xywh, score)]} of a COCO detection results file."""
-  if path is None:
-    return {}
-  if not os.path.isfile(path):
-    raise errors.MissingFileError(f'--boxes {path} does not exist')
-  with open(path) as f:
-    try:
-      detections = json.load(f)
-    except json.JSONDecodeError as e:
-      raise errors.UserError(f'{path} is not valid JSON: {e}') from e
-  if not isinstance(detections, list):
-    raise errors.UserError(f'{path}: expected a COCO results list of detections')
-  boxes: dict[int, list] = {}
-  for i, det in enumerate(detections):
-    missing = [k for k in ('image_id', 'bbox', 'score') if k not in det]
-    if missing:
-      raise errors.UserError(f'{path}: detection {i} has no {", ".join(missing)}')
-    if det.get('category_id', 1) == 1 and det['score'] >= threshold:
-      boxes.setdefault(int(det['image_id']), []).append((det['bbox'], float(det['score'])))
-  return boxes
-
-
 def frames(input_path: str) -> tuple[str, Iterator[tuple[int, str, np.ndarray]], int, float]:
   """(kind, iterator of (image_id, name, BGR frame), count, fps) of an image, folder or video."""
   if os.path.isdir(input_path):
@@ -100,7 +71,7 @@ def frames(input_path: str) -> tuple[str, Iterator[tuple[int, str, np.ndarray]],
 
     def folder():
       for i, name in enumerate(names):
-        yield image_id_of(name, i), name, read_image(os.path.join(input_path, name))
+        yield detectors.image_id_of(name, i), name, read_image(os.path.join(input_path, name))
     return 'folder', folder(), len(names), 0.0
   if not os.path.exists(input_path):
     raise errors.MissingFileError(f'--input {input_path} does not exist')
@@ -121,7 +92,7 @@ def frames(input_path: str) -> tuple[str, Iterator[tuple[int, str, np.ndarray]],
         index += 1
       capture.release()
     return 'video', video(), count, fps
-  return 'image', iter([(image_id_of(input_path, 0), os.path.basename(input_path),
+  return 'image', iter([(detectors.image_id_of(input_path, 0), os.path.basename(input_path),
                          read_image(input_path))]), 1, 0.0
 
 
@@ -166,7 +137,8 @@ def main(argv: list[str]) -> int:
   if _BOXES.value and not predictor.takes_boxes:
     raise errors.UserError(f'--boxes {_BOXES.value}: {_WORKDIR.value or _MODEL.value} is a '
                            f'bottom-up model, which finds every person itself; drop --boxes')
-  boxes_by_image = read_boxes(_BOXES.value, _BOX_THRESHOLD.value)
+  detections = (detectors.DetectionsFile(_BOXES.value, _BOX_THRESHOLD.value) if _BOXES.value
+                else None)
   kind, stream, total, fps = frames(_INPUT.value)
   output = _OUTPUT.value
   if os.path.exists(output) and (kind != 'folder' or os.listdir(output)):
@@ -184,10 +156,9 @@ def main(argv: list[str]) -> int:
   for chunk in _chunks(stream, FRAMES_PER_CALL):
     # Without a boxes file each frame is one box (top-down) or searched whole (bottom-up);
     # with one, a frame it lists no boxes for has no people.
-    boxes = [None if not _BOXES.value else
-             [b for b, _ in boxes_by_image.get(image_id, [])] for image_id, _, _ in chunk]
-    box_scores = [None if not _BOXES.value else
-                  [s for _, s in boxes_by_image.get(image_id, [])] for image_id, _, _ in chunk]
+    listed = [detections.for_image(image_id) if detections else (None, None)
+              for image_id, _, _ in chunk]
+    boxes, box_scores = [b for b, _ in listed], [s for _, s in listed]
     found = predictor([cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) for _, _, frame in chunk],
                       boxes if _BOXES.value else None, box_scores)
     for (image_id, name, frame), people in zip(chunk, found):

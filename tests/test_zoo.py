@@ -18,7 +18,8 @@ from hrnet_jax import checkpoints, config_lib, errors, train_lib, weights, zoo
 from test_weights import assert_heatmaps_match
 
 MMPOSE = os.path.join(FIXTURES, 'mmpose')
-# The official small fixture model in each mmpose key layout (tests/reference/make_mmpose_fixture.py).
+# The official small fixture model in each mmpose key layout
+# (tests/reference/make_mmpose_fixture.py).
 LAYOUT_FILES = {'mmpose0': 'small_hrnet_mmpose0.pth', 'mmpose1': 'small_hrnet_mmpose1.pth'}
 
 
