@@ -3,7 +3,7 @@ out, behind one small interface.
 
 ``HogDetector`` is OpenCV's built-in HOG + linear SVM people detector (Dalal and Triggs,
 CVPR 2005): it needs no download, so a first run on a photo finds people, but it only finds
-upright, mostly unoccluded people at least 64 x 128 pixels tall-ish, misses seated or
+upright, mostly unoccluded people that fill its 64 x 128 window or more, misses seated or
 crouching ones and crowds, and its boxes are loose; use a detection results file (or a real
 detector) for accuracy. ``DetectionsFile`` reads a COCO detection results file.
 """

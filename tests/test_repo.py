@@ -63,6 +63,7 @@ def test_requirements_name_the_stack_with_lower_bounds():
     lines = [l.split(';')[0].strip() for l in f if l.strip() and not l.startswith('#')]
   names = {re.split(r'[<>=]', l)[0] for l in lines}
   assert {'jax', 'flax', 'optax', 'orbax-checkpoint', 'tensorflow-datasets', 'numpy',
-          'opencv-python-headless', 'pycocotools', 'ml-collections'} <= names
+          'opencv-contrib-python-headless', 'pycocotools', 'ml-collections', 'pooch'} <= names
+  assert 'opencv-python-headless' not in names  # it would shadow the contrib cv2
   assert {'tensorflow-cpu', 'tensorflow'} & names
   assert all('>=' in l for l in lines)

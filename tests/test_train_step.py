@@ -77,9 +77,9 @@ def test_init_from_reads_a_pose_pth_an_imagenet_pth_and_a_converted_folder(tmp_p
     config.model, config.init_from = model_config, path
     return config
 
-  def init(model_config):
-    return jax.jit(lambda: models.PoseHRNet(model_config).init(
-        jax.random.key(0), jnp.zeros((1, 64, 64, 3)), train=False))()
+  def init(model_config):  # random variables of the model's shapes, without compiling init
+    from conftest import random_variables
+    return random_variables(model_config)
 
   pose_config = small_config()
   pose_pth = os.path.join(OFFICIAL, 'small_hrnet.pth')

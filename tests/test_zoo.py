@@ -299,7 +299,7 @@ def test_demo_takes_a_zoo_name_and_then_needs_no_network(tmp_path, server):
                               offline=True)
   assert 'Downloading' not in second and (tmp_path / 'again.jpg').exists()
   assert len(server.requests) == 1
-  with open(str(tmp_path / 'out.jpg.json')) as f, open(str(tmp_path / 'again.jpg.json')) as g:
+  with open(tmp_path / 'out.jpg.json') as f, open(tmp_path / 'again.jpg.json') as g:
     assert f.read() == g.read()
 
 
