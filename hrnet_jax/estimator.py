@@ -62,7 +62,8 @@ def load_model(model: str, config: ml_collections.ConfigDict | str | None = None
   mesh = mesh or sharding.data_mesh()
   config = _recipe(config)
   model = os.fspath(model)
-  if os.path.isfile(os.path.join(model, config_lib.CONFIG_FILE)):  # a training run
+  if (os.path.isfile(os.path.join(model, config_lib.CONFIG_FILE)) or
+      os.path.isdir(os.path.join(model, checkpoints.CHECKPOINTS_DIR))):  # a training run
     config = config or config_lib.load_saved_config(model)
     variables, step, _ = checkpoints.restore_run_variables(
         model, checkpoint, config.model, sharding.replicated(mesh))

@@ -38,8 +38,8 @@ import tensorflow as tf
 
 from ml_collections import config_flags
 
-from hrnet_jax import (checkpoints, cli, config_lib, detectors, drawing, errors, sharding,
-                       tasks, train_lib, zoo)
+from hrnet_jax import (cli, detectors, drawing, errors, estimator, sharding, tasks,
+                       train_lib)
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training run folder (config and checkpoints).')
 _MODEL = flags.DEFINE_string('model', None, 'Instead of --workdir: a zoo model name, a URL, '
@@ -121,18 +121,9 @@ def main(argv: list[str]) -> int:
     raise errors.UserError('pass either --workdir (a training run) or --model (a zoo name, URL, '
                            'converted folder or .pth)')
   mesh = sharding.data_mesh()
-  if _MODEL.value:
-    config = zoo.config_for(_MODEL.value, _CONFIG.value)
-    train_lib.use_compilation_cache(config)
-    variables = jax.device_put(zoo.load_variables(_MODEL.value, config.model),
-                               sharding.replicated(mesh))
-    what = f'Model {_MODEL.value}'
-  else:
-    config = config_lib.load_saved_config(_WORKDIR.value)
-    train_lib.use_compilation_cache(config)
-    variables, step, _ = checkpoints.restore_run_variables(
-        _WORKDIR.value, _CHECKPOINT.value, config.model, sharding.replicated(mesh))
-    what = f'Model of {_WORKDIR.value} (step {step})'
+  config, variables, what = estimator.load_model(_MODEL.value or _WORKDIR.value, _CONFIG.value,
+                                                 _CHECKPOINT.value, mesh)
+  train_lib.use_compilation_cache(config)
   predictor = tasks.get_task(config).predictor(variables, mesh)
   if _BOXES.value and not predictor.takes_boxes:
     raise errors.UserError(f'--boxes {_BOXES.value}: {_WORKDIR.value or _MODEL.value} is a '
@@ -151,7 +142,7 @@ def main(argv: list[str]) -> int:
   results, start, done = [], time.time(), 0
   people_from = (f'boxes of {_BOXES.value}' if _BOXES.value else
                  'whole images as boxes' if predictor.takes_boxes else 'bottom-up, no boxes')
-  print(f'{what}; {total} {kind} frame(s) from {_INPUT.value}; '
+  print(f'Model {what}; {total} {kind} frame(s) from {_INPUT.value}; '
         f'{people_from}.', flush=True)
   for chunk in _chunks(stream, FRAMES_PER_CALL):
     # Without a boxes file each frame is one box (top-down) or searched whole (bottom-up);

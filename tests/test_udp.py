@@ -74,6 +74,16 @@ def nhwc(x):
 # ------------------------------------------------------------------------- decoding ---
 
 
+def assert_udp_decodes_as_mmpose(hm, center, scale, input_size, heatmap_size, blur_kernel):
+  """Our UDP decoding of (N, K, H, W) heatmaps equals mmpose's: image coordinates to
+  ``COORD_TOL``, scores exactly."""
+  expected, scores = mmpose_udp(hm, center, scale, input_size, heatmap_size, blur_kernel)
+  ours, maxvals = decode.heatmaps_to_keypoints(nhwc(hm), center, scale, decoder='udp',
+                                               blur_kernel=blur_kernel)
+  np.testing.assert_allclose(ours, expected, atol=COORD_TOL)
+  np.testing.assert_array_equal(maxvals[..., 0], scores)
+
+
 @pytest.mark.parametrize('input_size, heatmap_size, sigma, blur_kernel', SIZES)
 def test_udp_decoding_equals_mmpose_on_random_heatmaps(input_size, heatmap_size, sigma,
                                                        blur_kernel):
@@ -82,11 +92,7 @@ def test_udp_decoding_equals_mmpose_on_random_heatmaps(input_size, heatmap_size,
   rng = np.random.default_rng(blur_kernel)
   hm = random_heatmaps(rng, 6, 17, *heatmap_size, sigma=sigma)
   center, scale = boxes(rng, 6, input_size)
-  expected, scores = mmpose_udp(hm, center, scale, input_size, heatmap_size, blur_kernel)
-  ours, maxvals = decode.heatmaps_to_keypoints(nhwc(hm), center, scale, decoder='udp',
-                                               blur_kernel=blur_kernel)
-  np.testing.assert_allclose(ours, expected, atol=COORD_TOL)
-  np.testing.assert_array_equal(maxvals[..., 0], scores)
+  assert_udp_decodes_as_mmpose(hm, center, scale, input_size, heatmap_size, blur_kernel)
 
 
 @pytest.mark.parametrize('input_size, heatmap_size, sigma, blur_kernel', SIZES)
@@ -102,11 +108,7 @@ def test_udp_decoding_equals_mmpose_on_oracle_heatmaps(input_size, heatmap_size,
   codec = mm.UDPHeatmap(input_size, heatmap_size, sigma=sigma, blur_kernel_size=blur_kernel)
   hm = np.stack([codec.encode(joints[i:i + 1])['heatmaps'] for i in range(n)])
   center, scale = boxes(rng, n, input_size)
-  expected, scores = mmpose_udp(hm, center, scale, input_size, heatmap_size, blur_kernel)
-  ours, maxvals = decode.heatmaps_to_keypoints(nhwc(hm), center, scale, decoder='udp',
-                                               blur_kernel=blur_kernel)
-  np.testing.assert_allclose(ours, expected, atol=COORD_TOL)
-  np.testing.assert_array_equal(maxvals[..., 0], scores)
+  assert_udp_decodes_as_mmpose(hm, center, scale, input_size, heatmap_size, blur_kernel)
 
 
 @pytest.mark.parametrize('input_size, heatmap_size, sigma, blur_kernel', SIZES)
