@@ -13,7 +13,7 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
-from hrnet_jax import errors, weights
+from hrnet_jax import config_lib, errors, weights
 from hrnet_jax.sharding import data_mesh, replicated
 
 VARIABLES_DIR = 'variables'
@@ -26,8 +26,10 @@ def _flat_shapes(tree: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
 
 
 def save_variables(directory: str | os.PathLike, variables: Mapping[str, Any],
-                   metadata: Mapping[str, Any] | None = None) -> str:
-  """Writes ``{'params', 'batch_stats'}`` as an orbax checkpoint in a new directory.
+                   metadata: Mapping[str, Any] | None = None,
+                   config: ml_collections.ConfigDict | None = None) -> str:
+  """Writes ``{'params', 'batch_stats'}`` as an orbax checkpoint in a new directory, with
+  the whole ``config`` of their model beside them (``config.json``) if given.
 
   Refuses a directory that already exists, so nothing saved is overwritten. Returns the path.
   """
@@ -42,6 +44,9 @@ def save_variables(directory: str | os.PathLike, variables: Mapping[str, Any],
   if jax.process_index() == 0:
     with open(os.path.join(directory, METADATA_FILE), 'w') as f:
       json.dump(dict(metadata or {}), f, indent=2, default=str)
+    if config is not None:
+      with open(os.path.join(directory, config_lib.CONFIG_FILE), 'w') as f:
+        f.write(config.to_json_best_effort(sort_keys=True, indent=2))
   return directory
 
 

@@ -14,8 +14,8 @@ from hrnet_jax import errors, sharding
 USER_ERRORS = errors.UserError
 
 
-def run(main: Callable[[list[str]], int | None]) -> None:
-  """``absl.app.run(main)``, printing user errors as ``error: ...`` with exit status 1."""
+def run(main: Callable[[list[str]], int | None], argv: list[str] | None = None) -> None:
+  """``absl.app.run(main, argv)``, printing user errors as ``error: ...`` with exit status 1."""
 
   def wrapped(argv: list[str]) -> int | None:
     logging.set_verbosity(logging.WARNING)  # orbax logs every file at INFO
@@ -28,7 +28,7 @@ def run(main: Callable[[list[str]], int | None]) -> None:
       raise RuntimeError(f'internal error: {e}') from e
 
   try:
-    app.run(wrapped)
+    app.run(wrapped, argv=argv)
   except AttributeError as e:  # ml_collections: --config.KEY for a key that does not exist
     exit_unknown_config_key(e)
 

@@ -241,6 +241,21 @@ def override(config: ml_collections.ConfigDict,
   return config
 
 
+def load_recipe(path: str | os.PathLike) -> ml_collections.ConfigDict:
+  """The ``get_config()`` of a recipe file (configs/*.py)."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise errors.MissingFileError(f'config file {path} does not exist')
+  spec = importlib.util.spec_from_file_location(
+      os.path.splitext(os.path.basename(path))[0], path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  if not hasattr(module, 'get_config'):
+    raise errors.ConfigError(f'{path} has no get_config(): not a recipe file')
+  return module.get_config()
+
+
 CONFIG_FILE = 'config.json'  # a run's config, written into its workdir by launch/train.py
 
 # Top-down keys added after runs were saved: (section, key, value that behaves as before),

@@ -29,6 +29,24 @@ class Detector(Protocol):
     ...
 
 
+def get_detector(spec: Detector | str | None) -> Detector | None:
+  """The detector named by ``spec``: 'hog', None or 'none' (whole images as boxes), a .onnx
+  file or a detector name of ``onnx_detectors`` (YOLOX, RTMDet), or a callable itself."""
+  if spec is None or spec == 'none':
+    return None
+  if callable(spec):
+    return spec
+  if spec == 'hog':
+    return HogDetector()
+  from hrnet_jax import onnx_detectors  # pylint: disable=g-import-not-at-top  (onnxruntime)
+  if isinstance(spec, (str, os.PathLike)) and (
+      os.fspath(spec).endswith('.onnx') or onnx_detectors.is_detector_name(os.fspath(spec))):
+    return onnx_detectors.OnnxDetector(os.fspath(spec))
+  raise errors.UserError(
+      f'detector {spec!r}: expected "hog", "none", a .onnx file, one of '
+      f'{", ".join(onnx_detectors.DETECTORS)} or a callable (image_rgb -> boxes, scores)')
+
+
 def no_people() -> Detections:
   """No boxes."""
   return np.zeros((0, 4), np.float64), np.zeros((0,), np.float64)
@@ -77,18 +95,12 @@ class HogDetector:
     return np.stack([x0, y0, x1 - x0, y1 - y0], axis=1), scores[order]
 
 
-def image_id_of(path: str, position: int) -> int:
-  """The number in a COCO-style file name (000000000139.jpg -> 139), else ``position``."""
-  stem = os.path.splitext(os.path.basename(path))[0]
-  return int(stem) if stem.isdigit() else position
-
-
 class DetectionsFile:
   """Person boxes of a COCO detection results file (category 1, score >= ``threshold``).
 
   ``detections.for_image(image_id)`` gives an image's; a detection's ``image_id`` is matched
   to the number in an image's file name, its 0-based position in a sorted folder or a video's
-  frame index (``image_id_of``).
+  frame index (``media.image_id_of``).
   """
 
   def __init__(self, path: str, threshold: float = 0.5):

@@ -78,6 +78,12 @@ class Predictor(abc.ABC):
     return image_rgb
 
   @abc.abstractmethod
+  def heatmaps(self, image_rgb: np.ndarray, boxes: Any = None
+               ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The network's heatmaps of one image, for viewing: (maps (h, w, K), the (2, 3) matrix
+    from image pixels to them) per box (top-down) or one for the whole image (bottom-up)."""
+
+  @abc.abstractmethod
   def __call__(self, images: Sequence[np.ndarray],
                boxes: Sequence[Any] | None = None,
                box_scores: Sequence[Any] | None = None) -> list[People]:
@@ -181,6 +187,7 @@ class TopDownPredictor(Predictor):
     """Predicts with ``variables`` ({'params', 'batch_stats'}) from now on."""
     self.variables = variables
     self._local_variables = None  # placed on this process's devices when first called
+    self._maps_fn = None  # the network alone, for ``heatmaps``: compiled when first called
 
   def crop_keypoints(self, local_batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Image-pixel keypoints (n, K, 3: x, y, maxval) of this process's share of a crop batch.
@@ -225,11 +232,29 @@ class TopDownPredictor(Predictor):
     count = 1 << (len(images) - 1).bit_length()
     stack, sizes = warp.pad_images(images, count)
     size = self.config.dataset.image_size
-    # UDP decoding reads crops of UDP's warp, as mmpose's TopdownAffine(use_udp=True).
-    matrices = (warp.udp_affine_matrices if self.config.test.decoder == 'udp'
-                else warp.affine_matrices)(centers, scales, size)
-    xs, ys = warp.sample_coordinates(matrices, size)
+    xs, ys = warp.sample_coordinates(self._matrices(centers, scales, size), size)
     return jax.device_put(stack, self.local_mesh.devices.flat[0]), sizes, xs, ys
+
+  def _matrices(self, centers: np.ndarray, scales: np.ndarray, size) -> np.ndarray:
+    """Image -> ``size`` matrices of crops; UDP decoding reads crops of UDP's warp, as
+    mmpose's TopdownAffine(use_udp=True)."""
+    return (warp.udp_affine_matrices if self.config.test.decoder == 'udp'
+            else warp.affine_matrices)(centers, scales, size)
+
+  def heatmaps(self, image_rgb: np.ndarray, boxes: Any = None
+               ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The network's heatmaps of each box (x, y, w, h; None: the whole image), no flip test,
+    with the matrix from image pixels to them."""
+    image = self.model_input(np.asarray(image_rgb))
+    boxes = ([[0.0, 0.0, image.shape[1], image.shape[0]]] if boxes is None else boxes)
+    crops, centers, scales = self.crops(image, boxes)
+    if not len(crops):
+      return []
+    if self._maps_fn is None:
+      model = models.create_model(self.config.model)
+      self._maps_fn = jax.jit(lambda variables, x: model.apply(variables, x, train=False))
+    maps = np.asarray(self._maps_fn(self.variables, crops), np.float32)
+    return list(zip(maps, self._matrices(centers, scales, self.config.dataset.heatmap_size)))
 
   def crops(self, image: np.ndarray, boxes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Normalised network inputs of each box (x, y, w, h) of a uint8 image, with their centers
@@ -242,10 +267,18 @@ class TopDownPredictor(Predictor):
     crops = _warp_crops(stack, sizes, np.zeros(len(centers), np.int32), xs, ys)
     return np.asarray(crops), centers, scales
 
+  def _bucket(self, crops: int) -> int:
+    """The batch that ``crops`` crops are padded to: the smallest power of two times the local
+    device count that holds them, at most ``batch_size`` (a few shapes, a compile each)."""
+    devices = self.local_mesh.devices.size
+    size = devices * (1 << max(0, -(-crops // devices) - 1).bit_length())
+    return min(size, self.batch_size)
+
   def _keypoints(self, images: Sequence[np.ndarray], image_boxes: Sequence[np.ndarray]
                  ) -> np.ndarray:
     """(M, K, 3) image x, y and maxval of every box of every image, in batches of
-    ``batch_size``: each batch is warped on a device, then split over the local devices."""
+    ``batch_size`` (the last one padded only to its ``_bucket``): each batch is warped on a
+    device, then split over the local devices."""
     boxes = np.concatenate(image_boxes) if image_boxes else np.zeros((0, 4))
     if not len(boxes):
       return np.zeros((0, self.config.model.num_joints, 3))
@@ -257,13 +290,14 @@ class TopDownPredictor(Predictor):
     out = []
     for start in range(0, len(boxes), self.batch_size):
       n = min(self.batch_size, len(boxes) - start)
-      rows = np.full(self.batch_size, start)  # padding repeats the batch's first crop
+      size = self._bucket(n)
+      rows = np.full(size, start)  # padding repeats the batch's first crop
       rows[:n] = np.arange(start, start + n)
       batch = {'image': _warp_crops(stack, sizes, index[rows], xs[rows], ys[rows]),
                'center': centers[rows], 'scale': scales[rows],
-               'score': np.ones(self.batch_size, np.float32),
-               'index': np.zeros(self.batch_size, np.int32),
-               'mask': np.ones(self.batch_size, np.float32)}
+               'score': np.ones(size, np.float32),
+               'index': np.zeros(size, np.int32),
+               'mask': np.ones(size, np.float32)}
       batch = jax.device_put(batch, sharding.batch_sharded(self.local_mesh))
       result = self._local_predict(self._local_variables, batch)
       out.append(self._image_keypoints({k: np.asarray(v)[:n] for k, v in result.items()}))
@@ -319,12 +353,25 @@ class BottomUpPredictor(Predictor):
                mesh: jax.sharding.Mesh | None = None, images_per_device: int = 1):
     self.mesh = local_mesh(mesh or sharding.data_mesh())
     self.images_per_call = images_per_device * self.mesh.devices.size
+    self._maps_fn = None  # ``heatmaps``' network and flip test: compiled when first called
     super().__init__(config, variables)
     self._batch_fn = bottom_up.make_batch_fn(config, self.mesh)
 
   def set_variables(self, variables: Any) -> None:
     """Uses ``variables`` from now on, replicated on this process's devices."""
     self.variables = replicated_on(variables, self.mesh)
+
+  def heatmaps(self, image_rgb: np.ndarray, boxes: Any = None
+               ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The test's heatmaps of the whole image (its scales and flip), with the matrix from
+    image pixels to them."""
+    if boxes is not None:
+      raise errors.UserError('a bottom-up model has no boxes: pass none')
+    if self._maps_fn is None:
+      self._maps_fn = bottom_up.make_maps_fn(self.config)
+    maps, _, center, scale = bottom_up.image_maps(
+        self.config, self.variables, self.model_input(np.asarray(image_rgb)), self._maps_fn)
+    return [(maps, warp.affine_matrices(center[None], scale[None], maps.shape[1::-1])[0])]
 
   def people(self, image_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(P, K, 3) image x, y, score of every person found in one image, and (P,) scores."""

@@ -120,7 +120,7 @@ def _check_hash(path: str, expected: str | None, what: str) -> str:
   return actual
 
 
-def _download(url: str, destination: str, sha256: str | None) -> None:
+def download_to(url: str, destination: str, sha256: str | None) -> None:
   """Downloads ``url`` to ``destination`` through a temporary file renamed after the hash
   check, so no partial or wrong file is ever at ``destination``."""
   import pooch  # pylint: disable=g-import-not-at-top  (only a download needs it)
@@ -171,7 +171,7 @@ def download(url: str, *, sha256: str | None = None, file_name: str | None = Non
     raise errors.MissingFileError(
         f'{file_name} is not in the cache and downloads are off ({OFFLINE_ENV} or '
         f'offline=True): place the file from {url} at {destination}')
-  _download(url, destination, sha256)
+  download_to(url, destination, sha256)
   return destination
 
 
@@ -199,7 +199,8 @@ def convert(model: ZooModel, pth: str) -> str:
   try:
     checkpoints.save_variables(tmp, variables, metadata={
         'zoo_model': model.name, 'source': model.url or model.page, 'file': pth,
-        'sha256': file_sha256(pth), 'layout': model.layout, 'model': config.model.to_dict()})
+        'sha256': file_sha256(pth), 'layout': model.layout, 'model': config.model.to_dict()},
+        config=config)
     try:
       os.rename(tmp, folder)
     except OSError:  # another process finished first

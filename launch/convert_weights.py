@@ -71,7 +71,7 @@ def main(argv: list[str]) -> int:
       'backbone_only': backbone_only,
       'model': config.model.to_dict(),
       'num_params': num_params,
-  })
+  }, config=config)
   print(f'Wrote {out} ({num_params:,} parameters, model {json.dumps(config.model.to_dict())}).')
   print(f'Heatmaps of a {tuple(images.shape)} input: {tuple(heatmaps.shape)} '
         f'(max |heatmap| {float(jnp.abs(heatmaps).max()):.4f}).')

@@ -10,7 +10,6 @@ the set of keys of its section, so copies of a config count too.
 
 import contextlib
 import glob
-import importlib.util
 import json
 import os
 
@@ -62,16 +61,9 @@ def leaves(tree: dict, prefix=''):
       yield f'{prefix}{key}', frozenset(tree), key
 
 
-def load_recipe(path):
-  spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
-
-
 def tiny(path, root, **changes):
   """A recipe with a tiny model, data and schedule (values change, keys do not)."""
-  config = config_lib.override(load_recipe(path), {
+  config = config_lib.override(config_lib.load_recipe(path), {
       'dataset.source': 'synthetic', 'dataset.root': root, 'dataset.train_split': 'train',
       'dataset.val_split': 'val', 'model.width': 4, 'model.num_blocks': 1,
       'model.num_modules': (1, 1, 1), 'model.stem_blocks': 1, 'num_train_steps': -1,
@@ -132,13 +124,13 @@ def reads(tmp_path_factory):
 
 @pytest.mark.parametrize('recipe', RECIPES, ids=os.path.basename)
 def test_every_recipe_key_is_read(reads, recipe):
-  config = load_recipe(recipe)
+  config = config_lib.load_recipe(recipe)
   unread = [path for path, section, key in leaves(config.to_dict()) if (section, key) not in reads]
   assert not unread, f'{os.path.basename(recipe)}: no code reads {unread}'
 
 
 def test_a_removed_key_is_an_error_not_ignored():
-  config = load_recipe(os.path.join(REPO, 'configs', 'coco_w32.py'))
+  config = config_lib.load_recipe(os.path.join(REPO, 'configs', 'coco_w32.py'))
   for removed in ('test.bbox_thre', 'test.nms_thre', 'dataset.name'):
     with pytest.raises(errors.ConfigError, match='does not exist'):
       config_lib.override(config, {removed: 1.0})

@@ -1,6 +1,5 @@
 """Recipe configs, strict overrides, orbax variable checkpoints and launch/convert_weights.py."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -11,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import OFFICIAL, REPO
-from hrnet_jax import checkpoints, config_lib, models, weights
+from hrnet_jax import checkpoints, config_lib, estimator, models, weights
 
 RECIPES = {
     # file: (width, image (w, h), sigma, global batch)
@@ -23,10 +22,7 @@ RECIPES = {
 
 
 def load_config(name):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, 'configs', f'{name}.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  return config_lib.load_recipe(os.path.join(REPO, 'configs', f'{name}.py'))
 
 
 @pytest.mark.parametrize('name', sorted(RECIPES))
@@ -93,6 +89,11 @@ def test_convert_weights_cli_writes_a_restorable_checkpoint(tmp_path, small_mode
   restored = checkpoints.restore_variables(out, small_model_config)
   direct = weights.load_torch_checkpoint(pth, small_model_config)
   for a, b in zip(jax.tree_util.tree_leaves(direct), jax.tree_util.tree_leaves(restored)):
+    np.testing.assert_array_equal(a, b)
+  # The folder keeps the whole recipe (config.json): a model by its folder alone.
+  config, variables, _ = estimator.load_model(str(out))
+  assert config.to_dict() == load_config('small_hrnet').to_dict()
+  for a, b in zip(jax.tree_util.tree_leaves(direct), jax.tree_util.tree_leaves(variables)):
     np.testing.assert_array_equal(a, b)
 
   # A second run must not overwrite it; a bad config key and a wrong model are clear errors.

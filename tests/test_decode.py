@@ -8,12 +8,10 @@ and on an EXIF-rotated JPEG through the evaluation and the demo.
 """
 
 import glob
-import importlib.util
 import io
 import json
 import os
 import shutil
-import sys
 
 import cv2
 import numpy as np
@@ -21,8 +19,8 @@ from PIL import Image
 import pytest
 import tensorflow as tf
 
-from conftest import FIXTURES, REPO, random_variables
-from hrnet_jax import config_lib, errors, sharding, tasks
+from conftest import FIXTURES, random_variables
+from hrnet_jax import config_lib, errors, media, sharding, tasks
 from input_pipeline import coco, pipeline, transforms
 import tiny_config
 
@@ -254,17 +252,6 @@ def test_a_bad_png_stops_training_naming_it_or_is_skipped(png_folder, tmp_path):
 # --------------------------------------------------------------------------- EXIF ---
 
 
-def load_demo():
-  """launch/demo.py as a module (once per process: it defines absl flags)."""
-  name = 'launch_demo_under_test'
-  if name not in sys.modules:
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, 'launch', 'demo.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    sys.modules[name] = module
-  return sys.modules[name]
-
-
 def write_exif_rotated_folder(root: str, rgb: np.ndarray, box) -> tuple[str, str]:
   """A COCO val folder of one JPEG with EXIF orientation 6 (shown rotated by 90 degrees), one
   labelled person, and ``box`` as a detection. Returns the image and detections paths."""
@@ -298,12 +285,11 @@ def test_an_exif_rotated_jpeg_gives_the_same_keypoints_in_eval_and_the_demo(tmp_
   assert stored.shape == (120, 200, 3)
   assert cv2.imread(path, cv2.IMREAD_COLOR).shape == (200, 120, 3)  # cv2 would rotate it
 
-  # The demo's reading (launch/demo.py frames, then its BGR -> RGB for the predictor).
-  demo = load_demo()
-  kind, stream, _, _ = demo.frames(path)
-  (_, _, frame), = list(stream)
-  image = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-  assert kind == 'image'
+  # The demo's reading (media.open_input's frames, then BGR -> RGB for the predictor).
+  source = media.open_input(path)
+  frame, = list(source)
+  image = cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB)
+  assert source.kind == 'image'
   np.testing.assert_array_equal(image, transforms.decode_image(read_bytes(path)))
   assert np.abs(image.astype(np.int32) - stored).max() <= GREY_LEVELS
 

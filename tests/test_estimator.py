@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import FIXTURES, OFFICIAL, OFFICIAL_HIGHER, small_config
+from conftest import FIXTURES, OFFICIAL, OFFICIAL_HIGHER, REPO
 from hrnet_jax import PoseEstimator, config_lib, detectors, errors, models
 from input_pipeline import coco
 
@@ -15,10 +15,8 @@ PHOTOS = sorted(os.path.join(COCO, n) for n in os.listdir(COCO) if n.endswith('.
 
 
 def small_recipe():
-  config = config_lib.topdown_config(width=32, image_size=(96, 128), sigma=2, batch_size=8,
-                                     test_batch_size=8)
-  config.model = small_config()
-  return config
+  """The official small model's recipe (configs/small_hrnet.py)."""
+  return config_lib.load_recipe(os.path.join(REPO, 'configs', 'small_hrnet.py'))
 
 
 @pytest.fixture(scope='module')
@@ -114,3 +112,11 @@ def test_bad_inputs_name_what_was_expected(estimator, tmp_path):
   with pytest.raises(errors.UserError, match='detector'):
     PoseEstimator(os.path.join(OFFICIAL, 'small_hrnet.pth'), config=small_recipe(),
                   detector='yolo')
+
+
+def test_the_module_docstring_example_runs(monkeypatch):
+  import doctest
+  from hrnet_jax import estimator as module
+  monkeypatch.chdir(REPO)
+  result = doctest.testmod(module, raise_on_error=False, verbose=False)
+  assert result.attempted >= 4 and result.failed == 0

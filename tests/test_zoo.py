@@ -244,9 +244,8 @@ def test_every_zoo_model_builds_the_publishers_architecture():
 
 
 def test_recipe_builders_equal_the_recipe_files():
-  import test_config_keys
   for recipe, build in zoo._RECIPES.items():
-    assert build().to_dict() == test_config_keys.load_recipe(os.path.join(REPO, recipe)).to_dict()
+    assert build().to_dict() == config_lib.load_recipe(os.path.join(REPO, recipe)).to_dict()
 
 
 # A launch/ script run with one more zoo model registered: the small fixture model served by

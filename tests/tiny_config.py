@@ -5,7 +5,6 @@ The dataset root is set by each test (a synthetic folder in a temporary director
 the same tiny model and sizes (its keypoint set, dataset format and evaluators kept).
 """
 
-import importlib.util
 import os
 
 import ml_collections
@@ -34,10 +33,7 @@ def get_config(recipe: str = '') -> ml_collections.ConfigDict:
 
 def load_recipe(name: str) -> ml_collections.ConfigDict:
   """``configs/{name}.py``'s config."""
-  spec = importlib.util.spec_from_file_location(name, os.path.join(CONFIGS, f'{name}.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  return config_lib.load_recipe(os.path.join(CONFIGS, f'{name}.py'))
 
 
 def shrink(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
