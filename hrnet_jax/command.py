@@ -2,8 +2,8 @@
 
 hrnet-jax predict --model=hrnet_w32_coco_256x192 --input=photo.jpg --output=drawn.jpg
 hrnet-jax models                       the model zoo
-hrnet-jax train|eval|convert ...       launch/train.py, eval.py, convert_weights.py (these
-                                       need the source checkout, where launch/ lives)
+hrnet-jax train|eval|convert|export ...  launch/train.py, eval.py, convert_weights.py,
+                                         export.py (the source checkout's launch/)
 hrnet-jax COMMAND --help               a command's flags
 """
 
@@ -17,7 +17,8 @@ from absl import flags
 
 from hrnet_jax import cli
 
-LAUNCH_SCRIPTS = {'train': 'train.py', 'eval': 'eval.py', 'convert': 'convert_weights.py'}
+LAUNCH_SCRIPTS = {'train': 'train.py', 'eval': 'eval.py', 'convert': 'convert_weights.py',
+                  'export': 'export.py'}
 LAUNCH_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'launch')
 
 

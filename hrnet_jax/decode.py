@@ -7,7 +7,7 @@ back to image pixels runs in float64 numpy, as the official ``transform_preds``.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import cv2
 import jax
@@ -33,6 +33,11 @@ def merge_flip_test(heatmaps, heatmaps_of_flipped_input, flip_pairs: Sequence[Se
   return (jnp.asarray(heatmaps) + back) * 0.5
 
 
+def _stack_last(arrays: Sequence[jax.Array]) -> jax.Array:
+  """``jnp.stack(arrays, axis=-1)`` as a concatenate (jax2onnx 0.12 has no ``stack``)."""
+  return jnp.concatenate([a[..., None] for a in arrays], axis=-1)
+
+
 def argmax_coordinates(heatmaps) -> tuple[jax.Array, jax.Array]:
   """The official ``get_max_preds``: (N, K, 2) float32 x, y of each maximum and (N, K) maxvals.
 
@@ -42,7 +47,10 @@ def argmax_coordinates(heatmaps) -> tuple[jax.Array, jax.Array]:
   flat = jnp.moveaxis(jnp.asarray(heatmaps, jnp.float32), 3, 1).reshape(n, k, h * w)
   index = jnp.argmax(flat, axis=-1)
   maxvals = jnp.max(flat, axis=-1)
-  coords = jnp.stack([index % w, index // w], axis=-1).astype(jnp.float32)
+  # Truncating division (= floor: index >= 0) and no remainder: jnp's // and % lower to rem,
+  # which jax2onnx 0.12 cannot convert with a dynamic batch (export.py).
+  row = jax.lax.div(index, jnp.asarray(w, index.dtype))
+  coords = _stack_last([index - row * w, row]).astype(jnp.float32)
   return coords * (maxvals > 0)[..., None], maxvals
 
 
@@ -62,8 +70,7 @@ def quarter_offset(heatmaps, coords) -> jax.Array:
   def at(y, x):
     return jnp.take_along_axis(hm.reshape(n, k, h * w), (y * w + x)[..., None], axis=-1)[..., 0]
 
-  diff = jnp.stack([at(pyc, pxc + 1) - at(pyc, pxc - 1), at(pyc + 1, pxc) - at(pyc - 1, pxc)],
-                   axis=-1)
+  diff = _stack_last([at(pyc, pxc + 1) - at(pyc, pxc - 1), at(pyc + 1, pxc) - at(pyc - 1, pxc)])
   return coords + jnp.where(inside[..., None], jnp.sign(diff) * 0.25, 0.0)
 
 
@@ -255,3 +262,35 @@ def heatmaps_to_keypoints(heatmaps_nhwc, center, scale, post_process: bool = Tru
   image = image_coordinates(coords, np.asarray(maxvals), center, scale, (w, h), decoder,
                             host, blur_kernel)
   return image, np.asarray(maxvals)[..., None]
+
+
+def crop_outputs_function(config) -> Callable[[Callable[[jax.Array], jax.Array], jax.Array],
+                                              dict]:
+  """``outputs(network, crops)``: the test of ``config`` on a batch of normalised crops:
+  ``network``'s heatmaps, the flip-test merge and argmax decoding (jittable), as
+  {'coords', 'maxvals'} and, with the DARK or UDP decoder, the merged 'heatmaps' (they refine
+  on the host, as their reference code). ``export.py`` exports the same function.
+  """
+  test = config.test
+  check_decoder(test.decoder)
+  check_blur_kernel(test.blur_kernel)
+  if test.decoder == 'udp' and test.flip_test and test.shift_heatmap:
+    raise errors.ConfigError(
+        "config.test.decoder='udp' flips without the one-pixel shift (UDP's flip is exact, "
+        "as mmpose's UDP recipes): set config.test.shift_heatmap=False")
+  pairs = kp.from_config(config).flip_pairs if test.flip_test else ()
+
+  def outputs(network, images):
+    heatmaps = network(images).astype(jnp.float32)
+    if test.flip_test:
+      flipped = network(images[:, :, ::-1])
+      heatmaps = merge_flip_test(heatmaps, flipped.astype(jnp.float32), pairs,
+                                        shift=test.shift_heatmap)
+    coords, maxvals = heatmap_coordinates(
+        heatmaps, test.post_process and test.decoder == 'official')
+    out = {'coords': coords, 'maxvals': maxvals}
+    if test.decoder in HOST_DECODERS:
+      out['heatmaps'] = heatmaps
+    return out
+
+  return outputs

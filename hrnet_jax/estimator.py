@@ -96,14 +96,15 @@ class PoseEstimator:
 
   One image (a path or an (H, W, 3) uint8 array) gives a list of ``Person``; a list of images
   gives one such list per image. ``boxes`` (x, y, w, h per image, or one list for one image)
-  replaces the detector of a top-down model.
+  replaces the detector of a top-down model. ``backend='onnxruntime'`` runs a top-down
+  network's ONNX export in ONNX Runtime on every core (``tasks.BACKENDS``).
   """
 
   def __init__(self, model: str, *, config: ml_collections.ConfigDict | str | None = None,
                detector: detectors.Detector | str | None = 'hog', checkpoint: str = 'latest',
-               mesh: jax.sharding.Mesh | None = None):
+               mesh: jax.sharding.Mesh | None = None, backend: str = 'jax'):
     self.config, variables, self.description = load_model(model, config, checkpoint, mesh)
-    self.predictor = tasks.get_task(self.config).predictor(variables, mesh)
+    self.predictor = tasks.get_task(self.config).predictor(variables, mesh, backend)
     self.keypoint_set = self.predictor.keypoint_set
     # Bottom-up: no boxes; top-down without a detector: the whole image is one box.
     self.detector = detectors.get_detector(detector) if self.takes_boxes else None

@@ -45,7 +45,7 @@ import numpy as np
 
 from ml_collections import config_flags
 
-from hrnet_jax import detectors, drawing, errors, estimator, media, train_lib
+from hrnet_jax import detectors, drawing, errors, estimator, media, tasks, train_lib
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training run folder (config and checkpoints).')
 _MODEL = flags.DEFINE_string('model', None, 'Instead of --workdir: a zoo model name, a URL, '
@@ -80,6 +80,8 @@ _FRAMES_PER_CALL = flags.DEFINE_integer(
     'frames_per_call', None, 'Frames whose people go through the network together (default '
     '8 from files, 1 from a camera or stream).')
 _MAX_FRAMES = flags.DEFINE_integer('max_frames', None, 'Stop after this many frames.')
+_BACKEND = flags.DEFINE_enum('backend', 'jax', tasks.BACKENDS, 'What runs a top-down '
+                             "network: JAX, or its ONNX export in ONNX Runtime ('.[export]').")
 
 REQUIRED_FLAGS = ('input', 'output')
 
@@ -125,15 +127,15 @@ def main(argv: list[str]) -> int:
       raise errors.ExistingFileError(f'{path} already exists; refusing to overwrite it')
   model = _MODEL.value or _WORKDIR.value
   poses = estimator.PoseEstimator(model, config=_CONFIG.value, checkpoint=_CHECKPOINT.value,
-                                  detector=None if _BOXES.value else _DETECTOR.value)
+                                  detector=None if _BOXES.value else _DETECTOR.value,
+                                  backend=_BACKEND.value)
   train_lib.use_compilation_cache(poses.config)
   if _BOXES.value and not poses.takes_boxes:
     raise errors.UserError(f'--boxes {_BOXES.value}: {model} is a bottom-up model, which finds '
                            f'every person itself; drop --boxes')
-  boxes_of = None
-  if _BOXES.value:
-    detections = detectors.DetectionsFile(_BOXES.value, _BOX_THRESHOLD.value)
-    boxes_of = lambda frame: detections.for_image(frame.image_id)  # pylint: disable=unnecessary-lambda-assignment
+  detections = (detectors.DetectionsFile(_BOXES.value, _BOX_THRESHOLD.value) if _BOXES.value
+                else None)
+  boxes_of = (lambda frame: detections.for_image(frame.image_id)) if detections else None
   people_from = (f'boxes of {_BOXES.value}' if _BOXES.value else
                  'bottom-up, no boxes' if not poses.takes_boxes else
                  'whole images as boxes' if poses.detector is None else

@@ -17,7 +17,6 @@ import dataclasses
 from typing import Any, Callable, Sequence
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -90,36 +89,22 @@ class Predictor(abc.ABC):
     """The people of each image; ``boxes`` (x, y, w, h) per image for top-down models."""
 
 
-def make_crop_predict_fn(config: ml_collections.ConfigDict,
-                         mesh: jax.sharding.Mesh) -> Callable[[Any, dict], dict]:
-  """A jitted (variables, global batch of crops) -> heatmap coordinates and maxvals.
+def make_crop_predict_fn(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
+                         network: Callable[[jax.Array], jax.Array] | None = None
+                         ) -> Callable[[Any, dict], dict]:
+  """A jitted (variables, global batch of crops) -> heatmap coordinates and maxvals
+  (``decode.crop_outputs_function``), of the model with ``variables`` or of ``network``.
 
   The batch's other keys (center, scale, ...) come back with them; the outputs are
-  replicated, so every process can read all of them. With the DARK or UDP decoder the merged
-  heatmaps come back too (they refine on the host, as their reference code).
+  replicated, so every process can read all of them.
   """
   model = models.create_model(config.model)
-  test = config.test
-  decode.check_decoder(test.decoder)
-  decode.check_blur_kernel(test.blur_kernel)
-  if test.decoder == 'udp' and test.flip_test and test.shift_heatmap:
-    raise errors.ConfigError(
-        "config.test.decoder='udp' flips without the one-pixel shift (UDP's flip is exact, "
-        "as mmpose's UDP recipes): set config.test.shift_heatmap=False")
-  pairs = kp.from_config(config).flip_pairs if test.flip_test else ()
+  outputs = decode.crop_outputs_function(config)
 
   def predict(variables, batch):
-    heatmaps = model.apply(variables, batch['image'], train=False).astype(jnp.float32)
-    if test.flip_test:
-      flipped = model.apply(variables, batch['image'][:, :, ::-1], train=False)
-      heatmaps = decode.merge_flip_test(heatmaps, flipped.astype(jnp.float32), pairs,
-                                        shift=test.shift_heatmap)
-    coords, maxvals = decode.heatmap_coordinates(
-        heatmaps, test.post_process and test.decoder == 'official')
     out = {k: v for k, v in batch.items() if k != 'image'}
-    out.update(coords=coords, maxvals=maxvals)
-    if test.decoder in decode.HOST_DECODERS:
-      out['heatmaps'] = heatmaps
+    out.update(outputs(network or (lambda x: model.apply(variables, x, train=False)),
+                       batch['image']))
     return out
 
   return jax.jit(predict, in_shardings=(sharding.replicated(mesh), sharding.batch_sharded(mesh)),
@@ -166,20 +151,26 @@ class TopDownPredictor(Predictor):
 
   Called on images, it warps the crops of all boxes on a device (``hrnet_jax.warp``, as the
   eval pipeline's warp), ``batch_size`` at a time, and sends each batch over this process's
-  devices; ``crop_keypoints`` takes the eval pipeline's crops over the whole mesh.
+  devices; ``crop_keypoints`` takes the eval pipeline's crops over the whole mesh. A
+  ``network`` (images -> heatmaps, callable in jit) replaces the model in those calls: the
+  ONNX Runtime backend (``tasks.Task.predictor``); the flip test and decoding stay.
   """
   takes_boxes = True
 
   def __init__(self, config: ml_collections.ConfigDict, variables: Any,
-               mesh: jax.sharding.Mesh | None = None):
+               mesh: jax.sharding.Mesh | None = None,
+               network: Callable[[jax.Array], jax.Array] | None = None):
+    self.network = network
     self.mesh = mesh or sharding.data_mesh()
     self.local_mesh = local_mesh(self.mesh)
     super().__init__(config, variables)
     self.batch_size = config.test.batch_size
     sharding.check_batch_size(self.batch_size)
     self._predict = make_crop_predict_fn(config, self.mesh)
-    self._local_predict = (self._predict if self.local_mesh is self.mesh
-                           else make_crop_predict_fn(config, self.local_mesh))
+    self._local_predict = (
+        make_crop_predict_fn(config, self.local_mesh, network) if network is not None
+        else self._predict if self.local_mesh is self.mesh
+        else make_crop_predict_fn(config, self.local_mesh))
     width, height = config.dataset.image_size
     self.aspect_ratio = width / height
 

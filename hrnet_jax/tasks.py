@@ -65,10 +65,16 @@ class ValSource(abc.ABC):
     """Predicts the whole split with ``variables``."""
 
 
+BACKENDS = ('jax', 'onnxruntime')  # what runs a predictor's network
+
+
 class Task(abc.ABC):
   """What one model kind does for training, evaluation and prediction."""
   predictor_class: type[predictors.Predictor]
   val_class: type[ValSource]  # built with (config, mesh)
+  network_outputs: tuple[str, ...]  # names of the network's outputs (export)
+  export_heads: tuple[str, ...] = ('network',)  # where an exported graph may end
+  backends: tuple[str, ...] = ('jax',)  # what can run the predictor's network
 
   def __init__(self, config: ml_collections.ConfigDict):
     self.config = config
@@ -91,10 +97,33 @@ class Task(abc.ABC):
   def training_data(self) -> TrainingData:
     """The training split of ``config.dataset``."""
 
-  def predictor(self, variables: Any,
-                mesh: jax.sharding.Mesh | None = None) -> predictors.Predictor:
-    """A predictor of people in whole images with ``variables``."""
-    return self.predictor_class(self.config, variables, mesh)
+  def predictor(self, variables: Any, mesh: jax.sharding.Mesh | None = None,
+                backend: str = 'jax') -> predictors.Predictor:
+    """A predictor of people in whole images with ``variables``; ``backend`` (``BACKENDS``)
+    runs the network: JAX, or the ONNX export in ONNX Runtime on every core."""
+    if backend not in BACKENDS:
+      raise errors.UserError(f'backend {backend!r}: expected one of {", ".join(BACKENDS)}')
+    if backend not in self.backends:
+      raise errors.UserError(
+          f"backend {backend!r} is not available for {self.config.model.name} models (a "
+          f"bottom-up input's size follows each image's; an export has one size): use "
+          f"{' or '.join(repr(b) for b in self.backends)}")
+    if backend == 'jax':
+      return self.predictor_class(self.config, variables, mesh)
+    from hrnet_jax import export  # pylint: disable=g-import-not-at-top  (onnxruntime, jax2onnx)
+    return self.predictor_class(self.config, variables, mesh,
+                                network=export.onnxruntime_network(self.exportable(variables)))
+
+  def exportable(self, variables: Any, head: str = 'network') -> Any:
+    """The ``export.Exportable`` of the network (head 'network'), or of the network and the
+    test on crops (head 'decoded', top-down), on this kind's input size."""
+    from hrnet_jax import export  # pylint: disable=g-import-not-at-top
+    if head not in self.export_heads:
+      raise errors.UserError(f'export head {head!r}: a {self.config.model.name} model exports '
+                             f'{", ".join(self.export_heads)}')
+    width, height = self.input_size
+    net = export.network(self.config.model, variables, (height, width), self.network_outputs)
+    return net if head == 'network' else export.decoded(self.config, net)
 
   def val_source(self, mesh: jax.sharding.Mesh) -> ValSource:
     """The val split of ``config.dataset`` as the official test of this kind predicts it."""
@@ -242,6 +271,9 @@ class TopDownTask(Task):
   """HRNet: person boxes cropped to ``dataset.image_size``, heatmaps, JointsMSELoss."""
   predictor_class = predictors.TopDownPredictor
   val_class = TopDownVal
+  network_outputs = ('heatmaps',)
+  export_heads = ('network', 'decoded')
+  backends = BACKENDS
 
   @property
   def input_size(self) -> tuple[int, int]:
@@ -362,6 +394,7 @@ class BottomUpTask(Task):
   """HigherHRNet: whole images, heatmaps at 1/4 and 1/2, tags grouped into people."""
   predictor_class = predictors.BottomUpPredictor
   val_class = BottomUpVal
+  network_outputs = ('quarter', 'half')  # K heatmaps and K tags at 1/4; K heatmaps at 1/2
 
   @property
   def input_size(self) -> tuple[int, int]:

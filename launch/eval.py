@@ -12,8 +12,8 @@ python launch/eval.py --init_from=ZOO_NAME --workdir=OUT [--config.dataset.root=
 The first form reads DIR/config.json (written by launch/train.py) and a checkpoint of
 DIR/checkpoints/ (or DIR/best/). The second evaluates converted official weights (a folder
 of launch/convert_weights.py, or the official .pth itself); the third a zoo model
-(hrnet_jax/zoo.py: downloaded, verified and converted once) with its publisher's test. Results and metrics go to
-DIR/eval/: <split>_keypoints_results.json (COCO results format) and <split>_metrics.json
+(hrnet_jax/zoo.py: downloaded, verified and converted once) with its publisher's test.
+Results and metrics go to DIR/eval/: <split>_keypoints_results.json (COCO results format) and <split>_metrics.json
 (MPII PCKh: <split>_mpii_predictions.json and <split>_pckh.json).
 """
 

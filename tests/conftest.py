@@ -25,7 +25,8 @@ os.environ.setdefault('HRNET_JAX_CACHE', tempfile.mkdtemp(prefix='hrnet_jax_test
 # order) start them first and finish together.
 LONGEST_FILES = ('test_train.py', 'test_real_datasets.py', 'test_train_loop.py', 'test_demo.py',
                  'test_train_step.py', 'test_config_keys.py', 'test_zoo.py',
-                 'test_bottom_up_training.py', 'test_configs_and_cli.py', 'test_eval_devices.py')
+                 'test_bottom_up_training.py', 'test_configs_and_cli.py', 'test_eval_devices.py',
+                 'test_export.py', 'test_video.py')
 
 
 def pytest_collection_modifyitems(config, items):
