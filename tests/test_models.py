@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import OFFICIAL, assert_matches_manifest
+from conftest import OFFICIAL, assert_matches_manifest, random_variables
 from hrnet_jax import layers, models, weights
 
 
@@ -22,10 +22,10 @@ def test_parameter_count_and_names_match_official_manifest(width):
 def test_output_shape_and_input_validation(small_model_config):
   model = models.PoseHRNet(small_model_config)
   x = jnp.zeros((3, 64, 96, 3))
-  variables = model.init(jax.random.key(0), x)
-  assert model.apply(variables, x).shape == (3, 16, 24, 17)
+  variables = random_variables(small_model_config)  # (compiled, not op by op: seconds)
+  assert jax.jit(model.apply)(variables, x).shape == (3, 16, 24, 17)
   with pytest.raises(ValueError, match='divisible by 32'):
-    model.apply(variables, jnp.zeros((1, 70, 96, 3)))
+    jax.eval_shape(model.apply, variables, jnp.zeros((1, 70, 96, 3)))
 
 
 def test_final_kernel_and_joints_come_from_config():
@@ -43,8 +43,11 @@ def test_batchnorm_momentum_and_epsilon_are_official(small_model_config):
   """Running stats move 10% toward the batch (torch momentum 0.1); eps is 1e-5."""
   model = models.PoseHRNet(small_model_config)
   x = jax.random.normal(jax.random.key(1), (4, 64, 64, 3))
-  variables = model.init(jax.random.key(0), x)
-  _, updates = model.apply(variables, x, train=True, mutable=['batch_stats'])
+  variables = random_variables(small_model_config)
+  variables['batch_stats'] = jax.tree_util.tree_map_with_path(  # the initial stats: 0 and 1
+      lambda path, a: np.full_like(a, float(path[-1].key == 'var')), variables['batch_stats'])
+  _, updates = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=['batch_stats']))(
+      variables, x)
   # bn1 sees conv1's output; recompute it by hand.
   kernel = variables['params']['conv1']['kernel']
   y = jax.lax.conv_general_dilated(x, kernel, (2, 2), ((1, 1), (1, 1)),
@@ -62,18 +65,18 @@ def test_bfloat16_compute_keeps_float32_params(small_model_config):
   config = small_model_config.copy_and_resolve_references()
   config.dtype = 'bfloat16'
   x = jax.random.normal(jax.random.key(1), (2, 64, 64, 3))
-  v32 = models.PoseHRNet(small_model_config).init(jax.random.key(0), x)
-  v16 = models.PoseHRNet(config).init(jax.random.key(0), x)
+  v32 = random_variables(small_model_config)
+  v16 = jax.eval_shape(models.PoseHRNet(config).init, jax.random.key(0), x)
   assert all(a.dtype == jnp.float32 for a in jax.tree_util.tree_leaves(v16))
-  out32 = models.PoseHRNet(small_model_config).apply(v32, x)
-  out16 = models.PoseHRNet(config).apply(v32, x)
+  out32 = jax.jit(models.PoseHRNet(small_model_config).apply)(v32, x)
+  out16 = jax.jit(models.PoseHRNet(config).apply)(v32, x)
   assert out16.dtype == jnp.float32
   # bf16 has an 8-bit mantissa: agree to a few percent of the output range, not exactly.
   scale = float(jnp.abs(out32).max())
   assert 0 < float(jnp.abs(out16 - out32).max()) < 0.05 * scale
   config.dtype = 'float64'
   with pytest.raises(ValueError, match='model.dtype'):
-    models.PoseHRNet(config).init(jax.random.key(0), x)
+    jax.eval_shape(models.PoseHRNet(config).init, jax.random.key(0), x)
 
 
 def test_create_model_rejects_unknown_name(small_model_config):

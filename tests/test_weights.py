@@ -6,11 +6,10 @@ import pickle
 import zipfile
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import OFFICIAL, REFERENCE
+from conftest import OFFICIAL, REFERENCE, random_variables
 from hrnet_jax import models, torch_pickle, weights
 
 # float32 parity: max |ours - official| <= 1e-4 x max |official heatmap|.
@@ -132,8 +131,7 @@ def test_mismatched_checkpoint_lists_keys_by_name(tmp_path, small_model_config):
 
 
 def test_export_round_trip_is_exact(tmp_path, small_model_config):
-  model = models.PoseHRNet(small_model_config)
-  variables = model.init(jax.random.key(3), jnp.zeros((1, 64, 64, 3)))
+  variables = random_variables(small_model_config, seed=3)  # no init compiled: seconds
   path = tmp_path / 'exported.pth'
   weights.save_torch_checkpoint(variables, path)
   state = weights.read_state_dict(path)
@@ -148,7 +146,7 @@ def test_export_round_trip_is_exact(tmp_path, small_model_config):
 
 def test_imagenet_checkpoint_gives_backbone_and_reports_the_rest():
   config = models.pose_hrnet_config(4, num_blocks=1, num_modules=(1, 1, 1))
-  init = models.PoseHRNet(config).init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
+  init = random_variables(config)  # what training would start from (no init compiled)
   path = os.path.join(REFERENCE, 'imagenet_style_w4.pth')
   loaded, report = weights.load_pretrained_backbone(path, config, init)
   state = weights.read_state_dict(path)
