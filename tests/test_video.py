@@ -147,10 +147,13 @@ def test_heatmap_view_maps_each_heatmap_peak_to_its_keypoint():
   assert maps.shape == (32, 24, 17) and matrix.shape == (2, 3)
   # Without flip test and sub-pixel shift a keypoint is its heatmap's argmax mapped back
   # (where the maximum is above 0, as officially): the view's image -> heatmap matrix takes
-  # it back there (1e-3 heatmap px).
-  positive = np.flatnonzero(person.joint_scores > 0)
-  assert len(positive) >= 5
-  for j in positive:
+  # it back there (1e-3 heatmap px). The view's network is compiled apart from the
+  # predictor's, so joints whose best two pixels tie to 1e-4 of the maximum are left out.
+  flat = np.sort(maps.reshape(-1, maps.shape[-1]), axis=0)
+  clear = (flat[-1] - flat[-2]) > 1e-4 * np.abs(flat[-1])
+  checked = np.flatnonzero((person.joint_scores > 0) & clear)
+  assert len(checked) >= 5
+  for j in checked:
     x, y = person.keypoints[j]
     row, col = np.unravel_index(np.argmax(maps[..., j]), maps.shape[:2])
     np.testing.assert_allclose(matrix @ [x, y, 1.0], [col, row], rtol=0, atol=1e-3)
