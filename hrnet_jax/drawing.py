@@ -42,8 +42,8 @@ def draw_people(image_bgr: np.ndarray, people: np.ndarray, keypoint_set: kp.Keyp
                      f'{keypoint_set.name!r} has {keypoint_set.num_joints}')
   names = keypoint_set.names
   thickness = max(1, round(min(canvas.shape[:2]) / 240))
-  colours = [None if track_ids is None or t is None else track_colour(int(t))
-             for t in (track_ids if track_ids is not None else [None] * len(people))]
+  ids = list(track_ids) if track_ids is not None else [None] * len(people)
+  colours = [None if t is None else track_colour(int(t)) for t in ids]
   for i, box in enumerate(boxes if boxes is not None else ()):
     x, y, w, h = (int(round(v)) for v in box)
     colour = colours[i] if i < len(colours) and colours[i] else (200, 200, 200)
@@ -61,7 +61,7 @@ def draw_people(image_bgr: np.ndarray, people: np.ndarray, keypoint_set: kp.Keyp
                  cv2.LINE_AA)
     if colours[i] and shown.any():
       x, y = person[shown, :2].min(axis=0)
-      cv2.putText(canvas, f'id {int(track_ids[i])}', (int(x), max(0, int(y) - 4)),
+      cv2.putText(canvas, f'id {int(ids[i])}', (int(x), max(0, int(y) - 4)),
                   cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thickness, colours[i], thickness, cv2.LINE_AA)
   return canvas
 
